@@ -1,0 +1,343 @@
+"""The audit trail: the durable spool (bounded, one cursor per destination, kept across
+restarts), and every transaction of a running `xds serve` recorded and delivered, each record
+valid against the DICOM schema and its transaction's Connectathon Schematron.
+
+The records are received here on a UDP socket (RFC 5426): the server's own sender, over the
+loopback network. tests/test_audit_rsyslog.py has rsyslog as the peer, over TLS."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from lxml import etree
+
+from tests import submissions as s
+from tests.queries import APPROVED_DOCUMENTS, quote, request as query_request
+from tests.test_audit_events import AUDIT, _assert_schematron, schema  # noqa: F401 (fixture)
+from tests.test_query_http import soap_query
+from tests.test_repository_support import (
+    pnr_request,
+    soap_pnr,
+    soap_retrieve,
+    start_server,
+    status_of,
+    stop_server,
+)
+from xds.audit import actors, events, syslog
+from xds.audit.spool import Spool
+from xds.audit.trail import NO_AUDIT, AuditTrail
+from xds.config import Settings
+
+HOME = "urn:oid:1.2.392.200119.6.102.1000"
+pytestmark = pytest.mark.skipif(not AUDIT.is_dir(), reason=f"conformance data missing: {AUDIT}")
+
+
+# -- the spool --------------------------------------------------------------------------------
+
+
+def test_spool_keeps_records_until_every_destination_has_them(tmp_path):
+    spool = Spool(tmp_path / "spool.sqlite3", max_bytes=10_000)
+    a, b = "tls://a:6514", "udp://b:514"
+    assert spool.cursor(a) == 0 and spool.cursor(b) == 0
+    for n in range(5):
+        assert spool.append(b"record %d" % n)
+    assert [m for _, m in spool.after(0)] == [b"record %d" % n for n in range(5)]
+    last = spool.after(0)[-1][0]
+    spool.delivered(a, last, [a, b])
+    assert spool.pending() == 5  # b has none of them yet
+    spool.delivered(b, last - 2, [a, b])
+    assert [m for _, m in spool.after(0)] == [b"record 3", b"record 4"]
+    assert spool.state()["bytes"] == 2 * len(b"record 3")
+
+    again = Spool(tmp_path / "spool.sqlite3", max_bytes=10_000)  # a restart: nothing forgotten
+    assert again.cursor(b) == last - 2 and [m for _, m in again.after(again.cursor(b))] == [b"record 3", b"record 4"]
+
+
+def test_a_full_spool_refuses_and_lets_one_alert_in(tmp_path):
+    spool = Spool(tmp_path / "spool.sqlite3", max_bytes=100)
+    assert spool.append(b"x" * 60)
+    assert not spool.append(b"y" * 60)
+    assert not spool.append(b"z" * 60)
+    assert spool.state()["refused"] == 2
+    assert spool.append_alert(b"alert") and not spool.append_alert(b"alert again")
+    assert [m for _, m in spool.after(0)] == [b"x" * 60, b"alert"]
+    destination = "udp://a:514"
+    spool.cursor(destination)
+    spool.delivered(destination, spool.last_seq(), [destination])
+    assert spool.state()["full"] == 0 and spool.append(b"y" * 60)  # the episode is over
+
+
+def test_a_new_destination_gets_what_waits(tmp_path):
+    spool = Spool(tmp_path / "spool.sqlite3", max_bytes=10_000)
+    spool.append(b"one")
+    spool.cursor("udp://a:1")
+    spool.delivered("udp://a:1", spool.last_seq(), ["udp://a:1", "udp://b:2"])
+    assert spool.pending() == 1  # b has not started: the record stays
+    assert [m for _, m in spool.after(spool.cursor("udp://b:2"))] == [b"one"]
+
+
+def test_audit_off_without_destinations(tmp_path):
+    trail = AuditTrail.from_settings(Settings(data_dir=tmp_path))
+    assert trail is NO_AUDIT and not trail.enabled
+    trail.record(events.application_start("xds", trail.source))  # goes nowhere, fails nothing
+    assert trail.flush(0.1) and not (tmp_path / "audit-spool.sqlite3").exists()
+
+
+def test_bad_destinations_are_refused():
+    for value in ("syslog://a:514", "tls://a", "udp://:514"):
+        with pytest.raises(ValueError, match="audit destination"):
+            AuditTrail.from_settings(Settings(audit_destinations=value))
+
+
+def test_a_full_spool_raises_one_security_alert(tmp_path):
+    receiver = _udp_receiver()
+    settings = Settings(data_dir=tmp_path, audit_destinations=f"udp://127.0.0.1:{receiver.getsockname()[1]}",
+                        audit_spool_max_bytes=3000)
+    trail = AuditTrail.from_settings(settings)  # not started: nothing leaves the spool
+    for n in range(10):
+        trail.record(events.application_start(f"app-{n}", trail.source))
+    state = trail.spool.state()
+    assert state["refused"] > 0 and state["full"] == 1
+    waiting = trail.spool.pending()
+    trail.start()
+    assert trail.flush(10)
+    records = _receive(receiver, waiting)
+    alerts = [r for r in records if r.find("EventIdentification/EventID").get("csd-code") == "110113"]
+    assert len(alerts) == 1
+    assert alerts[0].find("EventIdentification/EventTypeCode").get("csd-code") == "110133"
+    assert "audit spool full" in alerts[0].findtext("EventIdentification/EventOutcomeDescription")
+    trail.close()
+
+
+def test_record_is_fast_and_delivery_keeps_order(tmp_path):
+    receiver = _udp_receiver()
+    trail = AuditTrail.from_settings(Settings(
+        data_dir=tmp_path, audit_destinations=f"udp://127.0.0.1:{receiver.getsockname()[1]}")).start()
+    threads = [threading.Thread(target=lambda k=k: [trail.record(events.application_start(f"t{k}-{n}", trail.source))
+                                                     for n in range(20)]) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert trail.flush(10)
+    names = [r.find("ActiveParticipant").get("UserID") for r in _receive(receiver, 80)]
+    assert sorted(names) == sorted(f"t{k}-{n}" for k in range(4) for n in range(20))
+    for k in range(4):  # each thread's records in the order it wrote them
+        mine = [n for n in names if n.startswith(f"t{k}-")]
+        assert mine == [f"t{k}-{n}" for n in range(20)]
+    trail.close()
+
+
+# -- a running server records every transaction ------------------------------------------------
+
+
+def _udp_receiver() -> socket.socket:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    receiver.bind(("127.0.0.1", 0))
+    return receiver
+
+
+def _receive(receiver: socket.socket, count: int, timeout: float = 15) -> list[etree._Element]:
+    """`count` audit messages, each checked as ITI-20 asks of its syslog frame."""
+    found = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count:
+        receiver.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = receiver.recv(65536)
+        except TimeoutError:
+            break
+        message = syslog.parse(data)
+        assert (message.facility, message.msgid, message.version) == (10, "IHE+RFC-3881", 1)
+        assert message.severity in (4, 5) and data.count(syslog.BOM) == 1
+        found.append(etree.fromstring(message.msg))
+    assert len(found) == count, f"{len(found)} of {count} audit records arrived"
+    return found
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    """A server (SQLite) sending its audit records to a UDP socket of the test's."""
+    receiver = _udp_receiver()
+    server = start_server("sqlite", tmp_path_factory.mktemp("audited"), extra_env={
+        "XDS_AUDIT_DESTINATIONS": f"udp://127.0.0.1:{receiver.getsockname()[1]}",
+        "XDS_AUDIT_SOURCE_ID": "XDS-TEST-NODE", "XDS_AUDIT_ENTERPRISE_SITE_ID": "KMIX",
+        "XDS_HOME_COMMUNITY_ID": HOME})
+    (start,) = _receive(receiver, 1)  # the server's own first record
+    assert start.find("EventIdentification/EventTypeCode").get("csd-code") == "110120"
+    yield server, receiver
+    stop_server(server)
+
+
+def _records_of(records, event_id: str, type_code: str) -> list[etree._Element]:
+    return [r for r in records if r.find("EventIdentification/EventID").get("csd-code") == event_id
+            and r.find("EventIdentification/EventTypeCode").get("csd-code") == type_code]
+
+
+def _object_ids(record: etree._Element, id_type: str) -> list[str]:
+    return [o.get("ParticipantObjectID") for o in record.iter("ParticipantObjectIdentification")
+            if o.find("ParticipantObjectIDTypeCode").get("csd-code") == id_type]
+
+
+def test_every_transaction_is_recorded(audited, schema):  # noqa: F811 (the fixture)
+    server, receiver = audited
+    data = os.urandom(5000)
+    request, ids = pnr_request([("Document01", data, "text/plain")])
+    status, response = soap_pnr(server, request, [("doc1@test", "text/plain", data)])
+    assert status_of(response.body) == "Success"
+    submission_set = request.xpath("//*[local-name()='ExternalIdentifier'][@identificationScheme="
+                                   "'urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8']/@value")[0]
+    status, answer = soap_query(server.base, query_request(
+        "FindDocuments", ("$XDSDocumentEntryPatientId", quote(s.PATIENT)), APPROVED_DOCUMENTS))
+    assert answer.body.get("status").endswith(":Success")
+    status, retrieved = soap_retrieve(server, [(server.repository_unique_id, ids["Document01"], None),
+                                               (server.repository_unique_id, "1.2.3.4.404", None)])
+    assert status_of(retrieved.body.find("{urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0}RegistryResponse")) \
+        == "PartialSuccess"
+
+    records = _receive(receiver, 3)  # in-process registration: no ITI-42 of its own
+    for record in records:
+        schema.assertValid(record)
+        source = record.find("AuditSourceIdentification")
+        assert (source.get("AuditSourceID"), source.get("AuditEnterpriseSiteID")) == ("XDS-TEST-NODE", "KMIX")
+        initiator = record.find("ActiveParticipant[@UserIsRequestor='true']")
+        assert initiator.get("NetworkAccessPointID") == "127.0.0.1"
+
+    (provide,) = _records_of(records, "110107", "ITI-41")
+    _assert_schematron("ITI-41_110107_mt01_DICOM.sch", provide)
+    assert _object_ids(provide, "2") == [s.PATIENT]
+    assert _object_ids(provide, "urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd") == [submission_set]
+    assert provide.find("EventIdentification").get("EventOutcomeIndicator") == "0"
+    assert provide.find("ActiveParticipant[@UserIsRequestor='false']").get("UserID") == server.base + "/repository"
+
+    (query,) = _records_of(records, "110112", "ITI-18")
+    _assert_schematron("ITI-18_110112_mt02_DICOM.sch", query)
+    assert _object_ids(query, "2") == [s.PATIENT]
+    assert _object_ids(query, "ITI-18") == ["urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"]
+    query_text = query.find("ParticipantObjectIdentification/ParticipantObjectQuery").text
+    asked = etree.fromstring(base64.b64decode(query_text))  # the request as it was received
+    assert asked.xpath("//*[local-name()='Value']/text()")[0] == quote(s.PATIENT)
+
+    (retrieve,) = _records_of(records, "110106", "ITI-43")
+    _assert_schematron("ITI-43_110106_mt01_DICOM.sch", retrieve)
+    assert retrieve.find("EventIdentification").get("EventOutcomeIndicator") == "4"  # PartialSuccess
+    assert _object_ids(retrieve, "9") == [ids["Document01"]]  # the document sent, not the missing one
+    assert _object_ids(retrieve, "2") == [s.PATIENT]  # kept by the repository since ITI-41
+    details = {d.get("type"): base64.b64decode(d.get("value")).decode()
+               for d in retrieve.iter("ParticipantObjectDetail")}
+    assert details == {"Repository Unique Id": server.repository_unique_id, "ihe:homeCommunityID": HOME}
+
+
+def test_a_refused_submission_is_recorded_as_a_failure(audited, schema):  # noqa: F811
+    server, receiver = audited
+    data = b"a letter"
+    request, ids = pnr_request([("Document01", data, "text/plain")], patient="NOBODY^^^&1.2.392.200119.6.102.99&ISO")
+    status, response = soap_pnr(server, request, [("doc1@test", "text/plain", data)])
+    assert status_of(response.body) == "Failure"
+    (record,) = _receive(receiver, 1)
+    schema.assertValid(record)
+    assert record.find("EventIdentification").get("EventOutcomeIndicator") == "8"
+    assert _object_ids(record, "2") == ["NOBODY^^^&1.2.392.200119.6.102.99&ISO"]
+
+
+def test_a_garbled_request_is_still_recorded(audited, schema):  # noqa: F811
+    """A SubmitObjectsRequest without a SubmissionSet: refused, and the refusal recorded
+    without the patient and submission set it did not have."""
+    server, receiver = audited
+    status, response = soap_pnr(server, etree.fromstring(
+        '<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="urn:ihe:iti:xds-b:2007">'
+        '<lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0">'
+        '<rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"/>'
+        '</lcm:SubmitObjectsRequest></xdsb:ProvideAndRegisterDocumentSetRequest>'))
+    assert status_of(response.body) == "Failure"
+    (record,) = _receive(receiver, 1)
+    schema.assertValid(record)
+    assert record.find("EventIdentification").get("EventOutcomeIndicator") == "8"
+    assert record.find("ParticipantObjectIdentification") is None
+
+
+def test_records_survive_the_process_being_killed(tmp_path):
+    """Group commit leaves the fsync to a background thread; a record is committed to the
+    spool's WAL all the same before record() returns, so SIGKILL right after loses nothing."""
+    script = (
+        "import os, signal, sys\n"
+        "from xds.audit import events\n"
+        "from xds.audit.trail import AuditTrail\n"
+        "from xds.config import Settings\n"
+        "trail = AuditTrail.from_settings(Settings(data_dir=sys.argv[1], audit_destinations='udp://127.0.0.1:9',"
+        " audit_spool_fsync_interval=60))\n"
+        "for n in range(50):\n"
+        "    trail.record(events.application_start(f'app-{n}', trail.source))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    spool = Spool(tmp_path / "audit-spool.sqlite3", max_bytes=1 << 30)
+    names = [etree.fromstring(syslog.parse(m).msg).find("ActiveParticipant").get("UserID") for _, m in spool.after(0)]
+    assert names == [f"app-{n}" for n in range(50)]
+
+
+def test_a_record_that_cannot_be_kept_is_logged_not_raised(tmp_path, caplog):
+    trail = AuditTrail.from_settings(Settings(data_dir=tmp_path, audit_destinations="udp://127.0.0.1:9"))
+    trail.record(etree.Element("NotAnAuditMessage"))  # the transaction calling this goes on
+    assert "AUDIT RECORD LOST" in caplog.text and trail.spool.pending() == 0
+    trail.close()
+
+
+def test_a_retrieval_is_recorded_once_per_patient():
+    request = etree.fromstring(
+        '<RetrieveDocumentSetRequest xmlns="urn:ihe:iti:xds-b:2007">'
+        + "".join(f"<DocumentRequest><RepositoryUniqueId>1.2</RepositoryUniqueId>"
+                  f"<DocumentUniqueId>{uid}</DocumentUniqueId></DocumentRequest>" for uid in ("d1", "d2", "d3", "d4"))
+        + "</RetrieveDocumentSetRequest>")
+    records = actors.retrievals(request, [("d3", "P2"), ("d1", "P1"), ("d2", "P2")], "1.2", "urn:oid:9")
+    assert [(r["patient_id"], [d.unique_id for d in r["documents"]]) for r in records] == [
+        ("P1", ["d1"]), ("P2", ["d2", "d3"])]
+    assert records[0]["documents"][0].home_community_id == "urn:oid:9"
+    assert actors.retrievals(request, [], "1.2") == [{"documents": []}]  # a Failure is recorded too
+
+
+def test_health_shows_the_audit_backlog(tmp_path):
+    """An Audit Record Repository that does not take records: /health shows them waiting."""
+    import json
+    import urllib.request
+
+    from tests.server import serve
+
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: every connection is refused
+    env = dict(os.environ, XDS_DATA_DIR=str(tmp_path), XDS_AUDIT_DESTINATIONS=f"tcp://127.0.0.1:{dead.getsockname()[1]}")
+    subprocess.run([sys.executable, "-m", "xds.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
+    process, base = serve(env, tmp_path / "server.log")
+    try:
+        health = json.loads(urllib.request.urlopen(base + "/health", timeout=10).read())
+        assert health["status"] == "ok"
+        assert health["audit"]["waiting"] >= 1 and health["audit"]["refused"] == 0  # the start, at least
+        assert health["audit"]["full"] is False
+    finally:
+        process.terminate()
+        process.wait(15)
+        dead.close()
+
+
+def test_each_episode_of_a_full_spool_raises_its_alert(tmp_path):
+    trail = AuditTrail.from_settings(Settings(data_dir=tmp_path, audit_destinations="udp://127.0.0.1:9",
+                                              audit_spool_max_bytes=3000))
+    alerts = []
+    for episode, count in enumerate((12, 5)):  # 3 fit; refused: 1-9, then 10 and 11 (no power of 2)
+        for n in range(count):
+            trail.record(events.application_start(f"app-{episode}-{n}", trail.source))
+        records = [etree.fromstring(syslog.parse(m).msg) for _, m in trail.spool.after(0)]
+        alerts.append(sum(r.find("EventIdentification/EventID").get("csd-code") == "110113" for r in records))
+        url = trail.destinations[0]
+        trail.spool.cursor(url)
+        trail.spool.delivered(url, trail.spool.last_seq(), trail.destinations)  # the destination is back
+    assert alerts == [1, 1]
+    trail.close()

@@ -1,0 +1,490 @@
+"""ATNA audit messages: one builder per transaction and actor (ITI TF-2, each transaction's
+"Audit Record Considerations"), written in the DICOM PS3.15 A.5 schema (``csd-code``,
+``codeSystemName``, ``originalText``).
+
+What belongs here: turning plain values about one finished transaction (a TransactionContext)
+into an ``AuditMessage`` element. What this module must not know: SOAP, databases, syslog or the
+Audit Record Repository; the caller collects the values and sends the bytes.
+
+Theory of operation. Every message has the same frame: EventIdentification, the active
+participants of the exchange, AuditSourceIdentification and the participant objects. The frame
+differs between transactions only in values, so those values live in one table, EVENTS, keyed by
+(transaction, actor): the EventID, EventActionCode, EventTypeCode, the role (Source or
+Destination) of the side that initiated the exchange and of the side that answered, which side
+is the auditing actor itself (it carries the process id), and which participant objects the
+transaction names. Code is kept for the participant objects (patient, submission set, documents,
+query), which carry data of their own.
+
+Words used below: the *initiator* sent the SOAP request (its wsa:ReplyTo and its address are in
+the context), the *responder* answered it at ``endpoint_url``. For ITI-41/42/18 the initiator is
+the Source (110153) and the responder the Destination (110152); for ITI-43 data flows the other
+way, so the responder (the repository) is the Source.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import functools
+import ipaddress
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from urllib.parse import urlsplit
+
+from lxml import etree
+
+__all__ = [
+    "EVENTS",
+    "AuditSource",
+    "Code",
+    "DocumentRef",
+    "EventOutcome",
+    "EventSpec",
+    "HumanRequestor",
+    "TransactionContext",
+    "application_start",
+    "application_stop",
+    "build",
+    "context_from_request",
+    "iti18_registry",
+    "iti41_repository",
+    "iti42_registry",
+    "iti42_repository",
+    "iti43_repository",
+    "outcome_indicator",
+    "security_alert",
+    "to_bytes",
+]
+
+WSA_ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
+
+
+# --- coded values -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Code:
+    """A coded value (DICOM PS3.15 A.5 CodedValueType)."""
+
+    code: str
+    system: str
+    text: str
+
+    def element(self, parent: etree._Element, tag: str) -> etree._Element:
+        return etree.SubElement(parent, tag, {
+            "csd-code": self.code, "codeSystemName": self.system, "originalText": self.text})
+
+
+def _dcm(code: str, text: str) -> Code:
+    return Code(code, "DCM", text)
+
+
+def _iti(code: str, text: str) -> Code:
+    return Code(code, "IHE Transactions", text)
+
+
+# EventID (DICOM CID 400)
+APPLICATION_ACTIVITY = _dcm("110100", "Application Activity")
+EXPORT = _dcm("110106", "Export")
+IMPORT = _dcm("110107", "Import")
+QUERY = _dcm("110112", "Query")
+SECURITY_ALERT = _dcm("110113", "Security Alert")
+
+# EventTypeCode
+APPLICATION_START = _dcm("110120", "Application Start")
+APPLICATION_STOP = _dcm("110121", "Application Stop")
+NODE_AUTHENTICATION = _dcm("110126", "Node Authentication")
+SOFTWARE_CONFIGURATION = _dcm("110131", "Software Configuration")
+USE_OF_RESTRICTED_FUNCTION = _dcm("110132", "Use of Restricted Function")
+AUDIT_RECORDING_STOPPED = _dcm("110133", "Audit Recording Stopped")
+ITI_18 = _iti("ITI-18", "Registry Stored Query")
+ITI_41 = _iti("ITI-41", "Provide and Register Document Set-b")
+ITI_42 = _iti("ITI-42", "Register Document Set-b")
+ITI_43 = _iti("ITI-43", "Retrieve Document Set")
+
+# RoleIDCode (DICOM CID 402)
+APPLICATION = _dcm("110150", "Application")
+APPLICATION_LAUNCHER = _dcm("110151", "Application Launcher")
+DESTINATION = _dcm("110152", "Destination Role ID")
+SOURCE = _dcm("110153", "Source Role ID")
+
+# ParticipantObjectIDTypeCode
+PATIENT_NUMBER = Code("2", "RFC-3881", "Patient Number")
+REPORT_NUMBER = Code("9", "RFC-3881", "Report Number")
+URI = Code("12", "RFC-3881", "URI")
+SUBMISSION_SET = Code("urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd", "IHE XDS Metadata",
+                      "submission set classificationNode")
+
+# AuditSourceTypeCode 4: application server process tier in a multi-tier system
+APPLICATION_SERVER = _dcm("4", "Application Server Process Tier in Multi-tier System")
+
+
+class EventOutcome(IntEnum):
+    """EventOutcomeIndicator (DICOM PS3.15 A.5.1)."""
+
+    SUCCESS = 0
+    MINOR_FAILURE = 4
+    SERIOUS_FAILURE = 8
+    MAJOR_FAILURE = 12
+
+
+_OUTCOME_BY_STATUS = {
+    "Success": EventOutcome.SUCCESS,
+    "PartialSuccess": EventOutcome.MINOR_FAILURE,
+    "Failure": EventOutcome.SERIOUS_FAILURE,
+}
+
+
+def outcome_indicator(outcome: str | int) -> EventOutcome:
+    """The EventOutcomeIndicator for a transaction outcome: a RegistryResponse status (short
+    name or full URN: Success 0, PartialSuccess 4, Failure 8) or a number 0/4/8/12."""
+    if isinstance(outcome, int):
+        return EventOutcome(outcome)
+    name = outcome.rsplit(":", 1)[-1]
+    try:
+        return _OUTCOME_BY_STATUS[name]
+    except KeyError:
+        raise ValueError(f"unknown transaction outcome {outcome!r}") from None
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AuditSource:
+    """AuditSourceIdentification: which node wrote the record (configurable)."""
+
+    audit_source_id: str
+    enterprise_site_id: str = ""
+    type_code: Code = APPLICATION_SERVER
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    unique_id: str
+    repository_unique_id: str = ""
+    home_community_id: str = ""
+
+
+@dataclass(frozen=True)
+class HumanRequestor:
+    """The person behind a request when known (for example the XUA assertion's subject)."""
+
+    user_id: str
+    user_name: str = ""
+    roles: tuple[Code, ...] = ()
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+@dataclass
+class TransactionContext:
+    """Plain values about one transaction, as the actor saw it."""
+
+    action: str = ""                         # wsa:Action of the request
+    message_id: str | None = None            # wsa:MessageID of the request
+    reply_to: str | None = None              # wsa:ReplyTo of the request (None: anonymous)
+    client_address: str = ""                 # the initiator's IP address or host name
+    endpoint_url: str = ""                   # the responder's SOAP endpoint URL
+    server_address: str = ""                 # the responder's address; default: endpoint_url's host
+    outcome: str | int = "Success"           # RegistryResponse status, or 0/4/8/12
+    outcome_description: str = ""            # EventOutcomeDescription (free text), optional
+    patient_id: str = ""                     # HL7 CX, e.g. "123^^^&1.2.3&ISO"
+    submission_set_unique_id: str = ""
+    documents: Sequence[DocumentRef] = ()
+    query_id: str = ""                       # stored query id (urn:uuid:...)
+    query_request: bytes = b""               # the AdhocQueryRequest as received
+    query_encoding: str = "UTF-8"
+    home_community_id: str = ""              # of the query, when it had one
+    client_certificate: str = ""             # the initiator's TLS certificate subject, if any
+    human_requestor: HumanRequestor | None = None
+    process_id: str = field(default_factory=lambda: str(os.getpid()))  # the auditing actor's
+    time: _dt.datetime = field(default_factory=_now)
+
+
+def context_from_request(request, *, endpoint_url: str, **values) -> TransactionContext:
+    """A TransactionContext from a received xds.soap SoapRequest (action, message_id,
+    reply_to, environ's REMOTE_ADDR and SERVER_NAME); ``values`` fill the other fields."""
+    environ = getattr(request, "environ", None) or {}
+    return TransactionContext(
+        action=getattr(request, "action", "") or "",
+        message_id=getattr(request, "message_id", None),
+        reply_to=getattr(request, "reply_to", None),
+        client_address=environ.get("REMOTE_ADDR", ""),
+        endpoint_url=endpoint_url,
+        **values,
+    )
+
+
+# --- the table ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EventSpec:
+    event_id: Code
+    action: str                       # EventActionCode
+    type_code: Code
+    initiator_role: Code              # RoleIDCode of the side that sent the request
+    responder_role: Code              # RoleIDCode of the side that answered
+    auditor: str                      # "initiator" or "responder": the actor writing the record
+    objects: tuple[str, ...]          # participant objects, in order; see _OBJECTS
+    reference: str                    # where ITI TF-2 specifies it
+
+
+EVENTS: dict[tuple[str, str], EventSpec] = {
+    ("ITI-42", "DocumentRegistry"): EventSpec(
+        IMPORT, "C", ITI_42, SOURCE, DESTINATION, "responder",
+        ("patient", "submission_set"), "ITI TF-2b 3.42.7.1.2"),
+    ("ITI-18", "DocumentRegistry"): EventSpec(
+        QUERY, "E", ITI_18, SOURCE, DESTINATION, "responder",
+        ("patient?", "query"), "ITI TF-2a 3.18.5.1.2"),
+    ("ITI-41", "DocumentRepository"): EventSpec(
+        IMPORT, "C", ITI_41, SOURCE, DESTINATION, "responder",
+        ("patient", "submission_set"), "ITI TF-2b 3.41.7.1.2"),
+    ("ITI-42", "DocumentRepository"): EventSpec(
+        EXPORT, "R", ITI_42, SOURCE, DESTINATION, "initiator",
+        ("patient", "submission_set"), "ITI TF-2b 3.42.7.1.1"),
+    ("ITI-43", "DocumentRepository"): EventSpec(
+        EXPORT, "R", ITI_43, DESTINATION, SOURCE, "responder",
+        ("patient?", "documents"), "ITI TF-2b 3.43.6.1.2"),
+}
+
+
+# --- participant objects -----------------------------------------------------------------
+
+def _b64(value: str | bytes) -> str:
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    return base64.b64encode(data).decode("ascii")
+
+
+def _object(root: etree._Element, object_id: str, type_code: str, role: str, id_type: Code,
+            ) -> etree._Element:
+    element = etree.SubElement(root, "ParticipantObjectIdentification", {
+        "ParticipantObjectID": object_id,
+        "ParticipantObjectTypeCode": type_code,
+        "ParticipantObjectTypeCodeRole": role,
+    })
+    id_type.element(element, "ParticipantObjectIDTypeCode")
+    return element
+
+
+def _detail(element: etree._Element, kind: str, value: str | bytes) -> None:
+    etree.SubElement(element, "ParticipantObjectDetail", {"type": kind, "value": _b64(value)})
+
+
+def _patient(root, ctx: TransactionContext, required: bool) -> None:
+    if not ctx.patient_id:
+        if required:
+            raise ValueError("this audit event needs the patient id")
+        return
+    _object(root, ctx.patient_id, "1", "1", PATIENT_NUMBER)
+
+
+def _submission_set(root, ctx: TransactionContext, required: bool) -> None:
+    if not ctx.submission_set_unique_id:
+        if required:
+            raise ValueError("this audit event needs the submission set uniqueId")
+        return
+    _object(root, ctx.submission_set_unique_id, "2", "20", SUBMISSION_SET)
+
+
+def _query(root, ctx: TransactionContext, required: bool) -> None:
+    if not ctx.query_id:
+        if required:
+            raise ValueError("this audit event needs the stored query id")
+        return
+    element = _object(root, ctx.query_id, "2", "24", ITI_18)
+    etree.SubElement(element, "ParticipantObjectQuery").text = _b64(ctx.query_request)
+    _detail(element, "QueryEncoding", ctx.query_encoding)
+    if ctx.home_community_id:
+        _detail(element, "urn:ihe:iti:xca:2010:homeCommunityId", ctx.home_community_id)
+
+
+def _documents(root, ctx: TransactionContext, required: bool) -> None:
+    if required and not ctx.documents:
+        raise ValueError("this audit event needs at least one document")
+    for document in ctx.documents:
+        element = _object(root, document.unique_id, "2", "3", REPORT_NUMBER)
+        if document.repository_unique_id:
+            _detail(element, "Repository Unique Id", document.repository_unique_id)
+        if document.home_community_id:
+            _detail(element, "ihe:homeCommunityID", document.home_community_id)
+
+
+_OBJECTS = {
+    "patient": _patient,
+    "submission_set": _submission_set,
+    "query": _query,
+    "documents": _documents,
+}
+
+
+# --- the frame ----------------------------------------------------------------------------
+
+def _datetime(value: _dt.datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_dt.UTC)
+    return value.isoformat(timespec="milliseconds")
+
+
+@functools.lru_cache(maxsize=1024)  # a node's peers are few; parsing is a tenth of a message
+def _access_point_type(address: str) -> str:
+    """NetworkAccessPointTypeCode: 2 for an IP address, 1 for a machine name."""
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+        return "2"
+    except ValueError:
+        return "1"
+
+
+def _event(root, event_id: Code, action: str, type_codes: Sequence[Code], outcome: str | int,
+           time: _dt.datetime, description: str = "") -> None:
+    element = etree.SubElement(root, "EventIdentification", {
+        "EventActionCode": action,
+        "EventDateTime": _datetime(time),
+        "EventOutcomeIndicator": str(int(outcome_indicator(outcome))),
+    })
+    event_id.element(element, "EventID")
+    for type_code in type_codes:
+        type_code.element(element, "EventTypeCode")
+    if description:
+        etree.SubElement(element, "EventOutcomeDescription").text = description
+
+
+def _participant(root, user_id: str, requestor: bool, roles: Sequence[Code] = (), *,
+                 alternative: str = "", name: str = "", address: str = "") -> etree._Element:
+    attributes = {"UserID": user_id}
+    if alternative:
+        attributes["AlternativeUserID"] = alternative
+    if name:
+        attributes["UserName"] = name
+    attributes["UserIsRequestor"] = "true" if requestor else "false"
+    if address:
+        attributes["NetworkAccessPointID"] = address
+        attributes["NetworkAccessPointTypeCode"] = _access_point_type(address)
+    element = etree.SubElement(root, "ActiveParticipant", attributes)
+    for role in roles:
+        role.element(element, "RoleIDCode")
+    return element
+
+
+def _audit_source(root, source: AuditSource) -> None:
+    attributes = {}
+    if source.enterprise_site_id:
+        attributes["AuditEnterpriseSiteID"] = source.enterprise_site_id
+    attributes["AuditSourceID"] = source.audit_source_id
+    element = etree.SubElement(root, "AuditSourceIdentification", attributes)
+    source.type_code.element(element, "AuditSourceTypeCode")
+
+
+def _server_address(ctx: TransactionContext) -> str:
+    return ctx.server_address or (urlsplit(ctx.endpoint_url).hostname or "")
+
+
+def build(transaction: str, actor: str, ctx: TransactionContext, source: AuditSource,
+          ) -> etree._Element:
+    """The AuditMessage that ``actor`` writes for ``transaction`` (a key of EVENTS)."""
+    spec = EVENTS[(transaction, actor)]
+    root = etree.Element("AuditMessage")
+    _event(root, spec.event_id, spec.action, [spec.type_code], ctx.outcome, ctx.time,
+           ctx.outcome_description)
+    local_initiator = spec.auditor == "initiator"
+    _participant(root, ctx.reply_to or WSA_ANONYMOUS, True, [spec.initiator_role],
+                 alternative=ctx.process_id if local_initiator else "",
+                 name=ctx.client_certificate, address=ctx.client_address)
+    _participant(root, ctx.endpoint_url, False, [spec.responder_role],
+                 alternative="" if local_initiator else ctx.process_id,
+                 address=_server_address(ctx))
+    if ctx.human_requestor is not None:
+        person = ctx.human_requestor
+        _participant(root, person.user_id, True, person.roles, name=person.user_name)
+    _audit_source(root, source)
+    # A request refused for its content may lack what a success must name (no patient id, no
+    # submission set): the refusal is recorded all the same, with what it had.
+    succeeded = outcome_indicator(ctx.outcome) == EventOutcome.SUCCESS
+    for name in spec.objects:
+        _OBJECTS[name.rstrip("?")](root, ctx, required=succeeded and not name.endswith("?"))
+    return root
+
+
+def iti42_registry(ctx: TransactionContext, source: AuditSource) -> etree._Element:
+    """Register Document Set-b, at the Document Registry: Import (110107)."""
+    return build("ITI-42", "DocumentRegistry", ctx, source)
+
+
+def iti18_registry(ctx: TransactionContext, source: AuditSource) -> etree._Element:
+    """Registry Stored Query, at the Document Registry: Query (110112)."""
+    return build("ITI-18", "DocumentRegistry", ctx, source)
+
+
+def iti41_repository(ctx: TransactionContext, source: AuditSource) -> etree._Element:
+    """Provide and Register Document Set-b, at the Document Repository: Import (110107)."""
+    return build("ITI-41", "DocumentRepository", ctx, source)
+
+
+def iti42_repository(ctx: TransactionContext, source: AuditSource) -> etree._Element:
+    """Register Document Set-b sent by the Document Repository (as Document Source): Export
+    (110106). ``client_address`` is the repository's own address, ``endpoint_url`` the
+    registry's."""
+    return build("ITI-42", "DocumentRepository", ctx, source)
+
+
+def iti43_repository(ctx: TransactionContext, source: AuditSource) -> etree._Element:
+    """Retrieve Document Set, at the Document Repository: Export (110106)."""
+    return build("ITI-43", "DocumentRepository", ctx, source)
+
+
+# --- node events (no transaction) ---------------------------------------------------------
+
+def _application_activity(type_code: Code, application: str, source: AuditSource, *,
+                           process_id: str, launcher: str, outcome: int | str,
+                           time: _dt.datetime | None, address: str) -> etree._Element:
+    root = etree.Element("AuditMessage")
+    _event(root, APPLICATION_ACTIVITY, "E", [type_code], outcome, time or _now())
+    _participant(root, application, False, [APPLICATION], alternative=process_id, address=address)
+    if launcher:
+        _participant(root, launcher, True, [APPLICATION_LAUNCHER])
+    _audit_source(root, source)
+    return root
+
+
+def application_start(application: str, source: AuditSource, *, process_id: str = "",
+                      launcher: str = "", outcome: int | str = 0,
+                      time: _dt.datetime | None = None, address: str = "") -> etree._Element:
+    """Application Activity (110100) / Application Start (110120), DICOM PS3.15 A.5.3.1."""
+    return _application_activity(APPLICATION_START, application, source,
+                                 process_id=process_id or str(os.getpid()), launcher=launcher,
+                                 outcome=outcome, time=time, address=address)
+
+
+def application_stop(application: str, source: AuditSource, *, process_id: str = "",
+                     launcher: str = "", outcome: int | str = 0,
+                     time: _dt.datetime | None = None, address: str = "") -> etree._Element:
+    """Application Activity (110100) / Application Stop (110121), DICOM PS3.15 A.5.3.1."""
+    return _application_activity(APPLICATION_STOP, application, source,
+                                 process_id=process_id or str(os.getpid()), launcher=launcher,
+                                 outcome=outcome, time=time, address=address)
+
+
+def security_alert(ctx: TransactionContext, source: AuditSource, *, reason: str,
+                   type_code: Code = NODE_AUTHENTICATION) -> etree._Element:
+    """Security Alert (110113), DICOM PS3.15 A.5.3.11, for a rejected authentication: the
+    peer that failed (as requestor, at ``client_address``), this node (at ``endpoint_url``) and
+    the endpoint as the security resource, with ``reason`` as its Alert Description.
+    ``ctx.outcome`` says how bad it was; pass 4, 8 or 12 (a rejection is not a success)."""
+    root = etree.Element("AuditMessage")
+    _event(root, SECURITY_ALERT, "E", [type_code], ctx.outcome, ctx.time, ctx.outcome_description)
+    peer = ctx.human_requestor.user_id if ctx.human_requestor else (ctx.client_address or "unknown")
+    _participant(root, peer, True, address=ctx.client_address)
+    _participant(root, ctx.endpoint_url, False, alternative=ctx.process_id,
+                 address=_server_address(ctx))
+    _audit_source(root, source)
+    element = _object(root, ctx.endpoint_url, "2", "13", URI)
+    _detail(element, "Alert Description", reason)
+    return root
+
+
+def to_bytes(message: etree._Element) -> bytes:
+    """The message as UTF-8 bytes with an XML declaration."""
+    return etree.tostring(message, xml_declaration=True, encoding="UTF-8")

@@ -1,0 +1,239 @@
+"""The audit trail: where the actors put their audit records (ATNA, ITI-20).
+
+    trail = AuditTrail.from_settings(settings)
+    trail.start()                                   # background delivery
+    trail.record(events.iti18_registry(ctx, trail.source))
+
+record() formats the message as RFC 5424 syslog and commits it to the durable spool
+(xds.audit.spool), then returns: the transaction never waits for a network, nor, by default,
+for the disk (a background thread fsyncs the spool every audit_spool_fsync_interval seconds). It never raises
+either: auditing must not break a transaction; a record it cannot keep is logged as an error.
+
+Delivery. A server has several worker processes, each with its own trail on the same spool
+file; one process at a time delivers. Each trail's deliverer thread waits for an exclusive lock
+on the spool's lock file and, once it has it, keeps it for the life of its process, so when the
+delivering worker ends another takes over where the cursors say. It runs one sender thread per
+destination: each takes the records after its cursor, in order, and moves the cursor when they
+are sent; a destination that fails is retried with a growing pause (up to RETRY_MAX seconds),
+its records waiting in the spool, and the others are not held up. A sender that wakes for a
+record waits BATCH_WAIT first, so that what comes in meanwhile goes in the same batch and
+moves the cursor once. Each record goes once to each destination, in order, as long as the
+processes stop cleanly (close() lets a sender finish the batch in hand; `xds serve` calls it as
+a worker exits); a process killed between sending a batch and moving the cursor sends that
+batch again when delivery resumes: at least once, never lost.
+
+With no destination configured the trail is off (NO_AUDIT): development only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from lxml import etree
+
+from xds.audit import events, syslog
+from xds.audit.spool import Spool
+from xds.audit.transport import SendError, connect, parse_destinations
+from xds.config import Settings
+
+log = logging.getLogger("xds.audit")
+
+APP_NAME = "xds-affinity"
+RETRY_MIN, RETRY_MAX = 0.5, 30.0
+POLL = 0.5  # how often an idle sender looks for records written by other processes
+BATCH_WAIT = 0.02
+
+
+class AuditTrail:
+    def __init__(self, settings: Settings, destinations: list[str]):
+        self.settings = settings
+        self.destinations = destinations
+        self.hostname = socket.gethostname()
+        self.source = events.AuditSource(
+            audit_source_id=settings.audit_source_id or self.hostname,
+            enterprise_site_id=settings.audit_enterprise_site_id)
+        self.spool = (Spool(settings.audit_spool, settings.audit_spool_max_bytes,
+                            settings.audit_spool_fsync_interval) if destinations else None)
+        self._unsynced = threading.Event()
+        self._wake = threading.Condition()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock_file = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "AuditTrail":
+        destinations = parse_destinations(settings.audit_destinations)
+        return cls(settings, destinations) if destinations else NO_AUDIT
+
+    @property
+    def enabled(self) -> bool:
+        return self.spool is not None
+
+    # -- recording ----------------------------------------------------------------------------------
+
+    def record(self, message: etree._Element) -> None:
+        """Keep `message` (an AuditMessage) for delivery to every destination."""
+        if self.spool is None:
+            return
+        try:
+            outcome = message.find("EventIdentification").get("EventOutcomeIndicator", "0")
+            frame = syslog.format_message(
+                events.to_bytes(message), hostname=self.hostname, app_name=APP_NAME,
+                procid=str(os.getpid()),
+                severity=syslog.SEVERITY_NOTICE if outcome == "0" else syslog.SEVERITY_WARNING)
+            if self.spool.append(frame):
+                self._unsynced.set()
+            else:
+                self._spool_full()
+        except Exception:
+            log.exception("AUDIT RECORD LOST: it could not be written to the spool %s", self.spool.path)
+            return
+        with self._wake:
+            self._wake.notify_all()
+
+    def _spool_full(self) -> None:
+        state = self.spool.state()
+        if not state["refused"] & (state["refused"] - 1):  # the 1st, 2nd, 4th, 8th...: loud, not a flood
+            self._log_spool_full(state)
+        if not state["full"]:  # the first refusal of this episode: tell the Audit Record Repository
+            self._alert_spool_full(state)
+
+    def _log_spool_full(self, state: dict) -> None:
+        log.error("AUDIT SPOOL FULL (%s, %d bytes, limit %d): audit record refused, %d refused "
+                  "so far; the destinations %s are not taking records",
+                  self.spool.path, state["bytes"], self.spool.max_bytes, state["refused"],
+                  ", ".join(self.destinations))
+
+    def _alert_spool_full(self, state: dict) -> None:
+        ctx = events.TransactionContext(
+            endpoint_url=f"file://{self.hostname}{Path(self.spool.path).resolve()}",
+            server_address=self.hostname, outcome=8,
+            outcome_description=f"audit spool full: {state['refused']} audit records lost")
+        alert = events.security_alert(ctx, self.source, reason="audit spool full: audit records are being lost",
+                                      type_code=events.AUDIT_RECORDING_STOPPED)
+        frame = syslog.format_message(events.to_bytes(alert), hostname=self.hostname, app_name=APP_NAME,
+                                      procid=str(os.getpid()), severity=syslog.SEVERITY_WARNING)
+        self.spool.append_alert(frame)
+
+    # -- delivering ---------------------------------------------------------------------------------
+
+    def start(self) -> "AuditTrail":
+        """Start delivering in the background (daemon threads; see the module's text)."""
+        if self.spool is not None and not self._threads:
+            for target, name in ((self._deliver, "audit-deliverer"), (self._sync, "audit-fsync")):
+                thread = threading.Thread(target=target, name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return self
+
+    def _sync(self) -> None:
+        """Group commit: fsync the spool when this process has added to it (xds.audit.spool)."""
+        interval = self.spool.fsync_interval
+        while interval and not self._stopping.wait(interval):
+            if self._unsynced.is_set():
+                self._unsynced.clear()
+                try:
+                    self.spool.sync()
+                except OSError:
+                    log.exception("cannot fsync the audit spool %s", self.spool.path)
+
+    def _deliver(self) -> None:
+        lock_path = Path(str(self.spool.path) + ".lock")
+        self._lock_file = open(lock_path, "a+b")
+        while not self._stopping.is_set():
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                self._stopping.wait(POLL)  # another process delivers; take over if it ends
+        else:
+            return
+        senders = [threading.Thread(target=self._send_loop, args=(url,), name=f"audit-{url}", daemon=True)
+                   for url in self.destinations]
+        for sender in senders:
+            sender.start()
+        self._threads.extend(senders)
+
+    def _send_loop(self, url: str) -> None:
+        destination = connect(url, self.settings)
+        spool = self.spool
+        pause = RETRY_MIN
+        try:
+            seq = spool.cursor(url)
+            while not self._stopping.is_set():
+                batch = spool.after(seq)
+                if not batch:
+                    with self._wake:
+                        self._wake.wait(POLL)
+                    if spool.after(seq, 1):
+                        self._stopping.wait(BATCH_WAIT)
+                    continue
+                try:
+                    skipped = destination.send_batch([message for _, message in batch])
+                except SendError as exc:
+                    if exc.sent:
+                        seq = batch[exc.sent - 1][0]
+                        spool.delivered(url, seq, self.destinations)
+                    log.warning("audit destination %s: %s; %d records wait, retry in %.1f s",
+                                url, exc, spool.last_seq() - seq, pause)
+                    self._stopping.wait(pause)
+                    pause = min(pause * 2, RETRY_MAX)
+                    continue
+                for index, reason in skipped:
+                    log.error("audit record %d cannot go to %s: %s", batch[index][0], url, reason)
+                seq, pause = batch[-1][0], RETRY_MIN
+                spool.delivered(url, seq, self.destinations)
+        except Exception:
+            log.exception("audit sender for %s stopped", url)
+        finally:
+            destination.close()
+            spool.close()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every destination has every record; False if `timeout` passed first."""
+        if self.spool is None:
+            return True
+        with self._wake:
+            self._wake.notify_all()
+        return _wait_for(lambda: self.spool.pending() == 0, timeout, self._stopping)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the threads (records not yet sent stay in the spool for the next start)."""
+        if self.spool is not None and self._unsynced.is_set():
+            self.spool.sync()
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+        if self.spool is not None:
+            self.spool.close()  # this thread's connection (the senders' went with them)
+
+
+def _wait_for(condition, timeout: float, stopping: threading.Event) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        stopping.wait(0.05)
+    return True
+
+
+class _NoAudit(AuditTrail):
+    """The trail when no destination is configured: records go nowhere."""
+
+    def __init__(self):
+        super().__init__(Settings(), [])
+
+
+NO_AUDIT = _NoAudit()

@@ -1,0 +1,257 @@
+"""The `xds` command: serve, database, patients, sending requests to a registry, stored queries."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from xds import config, tls
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="xds", description="IHE XDS.b affinity domain server")
+    parser.add_argument("--config", help="TOML settings file (also XDS_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the registry over HTTP under gunicorn")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(run=_serve)
+
+    database = commands.add_parser("db", help="database administration")
+    db_commands = database.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="create the database or bring it to the current schema").set_defaults(run=_db_upgrade)
+
+    pats = commands.add_parser("patients", help="the patient ids the registry accepts")
+    pat_commands = pats.add_subparsers(dest="patients_command", required=True)
+    add = pat_commands.add_parser("add", help="add patient ids (ID^^^&OID&ISO)")
+    add.add_argument("ids", nargs="*")
+    add.add_argument("--from", dest="from_file", help="a file with one patient id a line")
+    add.set_defaults(run=_patients_add)
+    pat_commands.add_parser("list", help="list the known patient ids").set_defaults(run=_patients_list)
+    remove = pat_commands.add_parser("remove", help="remove patient ids")
+    remove.add_argument("ids", nargs="+")
+    remove.set_defaults(run=_patients_remove)
+
+    register = commands.add_parser("register", help="send an ITI-42 Register Document Set-b request")
+    register.add_argument("file", help="a SOAP envelope or a bare lcm:SubmitObjectsRequest")
+    register.add_argument("--url", required=True, help="the registry endpoint, e.g. http://host:8080/registry")
+    register.set_defaults(run=_register)
+
+    query = commands.add_parser(
+        "query", help="run a Registry Stored Query (ITI-18) on this registry's database or, with --url, a remote one",
+        description="Run a stored query by name (FindDocuments, GetAll, ...) or id (urn:uuid:...). Parameter "
+                    "values are written as ITI TF-2 3.18.4.1.2.3 has them: strings in single quotes, lists "
+                    "as ('a','b'), codes as 'code^^^scheme', times as numbers. A required status parameter "
+                    "that is not given is ('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved').")
+    query.add_argument("query", metavar="QUERY", help="the stored query's name or id")
+    query.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
+                       help="a parameter, e.g. \"$XDSDocumentEntryClassCode=('34133-9^^^2.16.840.1.113883.6.1')\"; "
+                            "repeat it for several parameters, or the same one twice for two slots")
+    query.add_argument("--patient", metavar="ID", help="the patient id (ID^^^&OID&ISO) for the query's patient parameter")
+    query.add_argument("--return", dest="return_type", choices=("LeafClass", "ObjectRef"), default="LeafClass")
+    query.add_argument("--xml", action="store_true", help="print the AdhocQueryResponse as XML instead of a table")
+    query.add_argument("--url", help="a registry endpoint, e.g. http://host:8080/registry (default: the local database)")
+    query.set_defaults(run=_query)
+
+    # Commands whose modules own their arguments.
+    from xds.audit.command import add_parser as add_audit
+    from xds.conformance.command import add_parser as add_conformance
+    from xds.repository.command import add_parser as add_repository
+
+    add_repository(commands)
+    add_conformance(commands)
+    add_audit(commands)
+
+    args = parser.parse_args(argv)
+    try:
+        settings = config.load(args.config)
+    except (OSError, ValueError) as exc:
+        print(f"xds: cannot read the settings: {exc}", file=sys.stderr)
+        return 2
+    return args.run(args, settings)
+
+
+def _serve(args, settings: config.Settings) -> int:
+    from xds.serve import serve
+
+    serve(settings, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def _db_upgrade(args, settings: config.Settings) -> int:
+    from xds.store import db
+
+    db.upgrade(settings.database)
+    print(f"database is at the current schema: {db.redacted(settings.database)}")
+    return 0
+
+
+def _read_ids(args) -> list[str]:
+    ids = list(args.ids)
+    if getattr(args, "from_file", None):
+        with open(args.from_file, encoding="utf-8") as f:
+            ids += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    return ids
+
+
+def _patients_add(args, settings: config.Settings) -> int:
+    from xds.model import PatientId
+    from xds.store import patients
+
+    ids = _read_ids(args)
+    bad = []
+    for value in ids:
+        try:
+            PatientId.parse(value)
+        except ValueError as exc:
+            bad.append(str(exc))
+    if bad:
+        for reason in bad[:20]:
+            print(f"xds: {reason}", file=sys.stderr)
+        if len(bad) > 20:
+            print(f"xds: ... and {len(bad) - 20} more", file=sys.stderr)
+        print("xds: nothing was added", file=sys.stderr)
+        return 2
+    with _sessions(settings, write=True).begin() as session:
+        added = patients.add(session, ids)
+    print(f"{added} patient id(s) added, {len(set(ids)) - added} already known")
+    return 0
+
+
+def _patients_list(args, settings: config.Settings) -> int:
+    from xds.store import patients
+
+    with _sessions(settings)() as session:
+        for pid in patients.list_all(session):
+            print(pid)
+    return 0
+
+
+def _patients_remove(args, settings: config.Settings) -> int:
+    from xds.store import patients
+
+    with _sessions(settings, write=True).begin() as session:
+        removed = patients.remove(session, args.ids)
+    print(f"{removed} patient id(s) removed")
+    return 0
+
+
+def _sessions(settings: config.Settings, write: bool = False):
+    from xds.store import db
+
+    return db.make_sessionmaker(db.make_engine(settings.database), write=write)
+
+
+def _register(args, settings: config.Settings) -> int:
+    from xds.client import send_register
+
+    try:
+        status, errors = send_register(Path(args.file), args.url, context=tls.context_for(args.url, settings))
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        print(f"xds: {exc}", file=sys.stderr)
+        return 2
+    print(f"status: {status.rsplit(':', 1)[-1]}")
+    for e in errors:
+        severity = e.severity.rsplit(":", 1)[-1]
+        where = f" at {e.location}" if e.location else ""
+        print(f"  {severity} {e.code}{where}: {e.context}")
+    return 0 if status.endswith(":Success") else 1
+
+
+def _query(args, settings: config.Settings) -> int:
+    from lxml import etree
+
+    from xds.ebrim.query_request import adhoc_query_request, quote
+    from xds.ebrim.query_response import read_query_response
+    from xds.registry import stored_query
+    from xds.registry.stored_query import ValueKind
+
+    known = stored_query.lookup(args.query)
+    if known is None and not args.query.startswith("urn:uuid:"):
+        names = ", ".join(q.name for q in stored_query.QUERIES)
+        print(f"xds: no stored query {args.query!r}; use one of {names}, or an id urn:uuid:...", file=sys.stderr)
+        return 2
+    slots: list[tuple[str, list[str]]] = []
+    for param in args.param:
+        name, equals, value = param.partition("=")
+        if not equals or not name.strip():
+            print(f"xds: --param {param!r} is not NAME=VALUE", file=sys.stderr)
+            return 2
+        slots.append((name.strip(), [value]))
+    if args.patient:
+        if known is None or known.patient_parameter is None:
+            print(f"xds: {args.query} takes no patient id; give its parameters with --param", file=sys.stderr)
+            return 2
+        slots.append((known.patient_parameter, [quote(args.patient)]))
+    if known is not None:
+        given = {name for name, _ in slots}
+        for parameter in known.parameters:
+            if parameter.required and parameter.kind is ValueKind.STATUS and parameter.name not in given:
+                slots.append((parameter.name, ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"]))
+    request = adhoc_query_request(known.id if known else args.query, slots, args.return_type)
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from xds.store import db
+
+    try:
+        response = _run_query(request, args.url, settings)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        print(f"xds: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"xds: cannot read the registry database {db.redacted(settings.database)} ({type(exc).__name__}); "
+              "is it created (`xds db upgrade`)?", file=sys.stderr)
+        return 2
+    status, errors, objects = read_query_response(response)
+    if args.xml:
+        sys.stdout.write(etree.tostring(response, pretty_print=True, encoding="unicode"))
+    else:
+        print(f"status: {status.rsplit(':', 1)[-1]}")
+        for e in errors:
+            severity = e.severity.rsplit(":", 1)[-1]
+            where = f" at {e.location}" if e.location else ""
+            print(f"  {severity} {e.code}{where}: {e.context}")
+        if objects:
+            print(_table(objects))
+        print(f"{len(objects)} object(s)")
+    return 0 if status.endswith(":Success") else 1
+
+
+def _run_query(request, url: str | None, settings: config.Settings):
+    """The AdhocQueryResponse of a remote registry (url), or of the local database."""
+    if url:
+        from xds.client import post_soap
+        from xds.registry.service import STORED_QUERY
+
+        return post_soap(url, request, STORED_QUERY, context=tls.context_for(url, settings))
+    from xds.registry.query import RegistryStoredQuery
+
+    return RegistryStoredQuery(
+        sessions=_sessions(settings),
+        max_leaf_class_results=settings.max_leaf_class_results,
+        home_community_id=settings.home_community_id or None,
+    ).query(request)
+
+
+def _table(objects) -> str:
+    """Objects as an aligned text table: ObjectRefs by id, the others by what a person reads."""
+    if all(o.kind == "ObjectRef" for o in objects):
+        header, rows = ("id",), [(o.id,) for o in objects]
+    else:
+        header = ("object", "patient", "uniqueId", "class", "type", "time", "status", "title")
+        rows = [(o.kind, o.patient_id, o.unique_id, o.class_code, o.type_code, o.creation_time, o.status,
+                 o.title) for o in objects]
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip()
+             for row in (header, *rows)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ebRIM 3.0 <-> model: read a SubmitObjectsRequest into a Submission, write RegistryResponses."""

@@ -1,0 +1,299 @@
+"""An AdhocQueryRequest (ITI-18) read into a stored query and typed parameter values.
+
+What belongs here: everything about the request's text - the query id, the returnType, and the
+slots' values as ITI TF-2 3.18.4.1.2.3 writes them - turned into Python values, with one error
+per thing wrong (every error of the request, not only the first). What does not: what the
+values mean for the registry's tables (`xds.registry.find`), and the answer.
+
+The value syntax (ITI TF-2 3.18.4.1.2.3, the coding of query parameters, and the examples of
+3.18.4.1.2.3.7):
+
+- a string is quoted with single quotes: 'P1^^^&1.2.3&ISO'; a quote inside is doubled ('O''Neil');
+- a number (times, $MetadataLevel) is written without quotes: 20041224; a quoted number is
+  accepted too, as many consumers send one;
+- several values are a list: ('a','b'). A list may also be spread over several rim:Value
+  elements of one slot (ebRIM limits a Value to 256 characters) and over several slots of the
+  same name; all of them are one list, OR'ed - except for the AND/OR parameters (see
+  `xds.registry.stored_query`), where each slot is an OR list and the slots are AND'ed;
+- a code is 'code^^^scheme' (the form the object_code table keys codes by). The NIST XDS Toolkit and
+  IPF write 'code^^scheme' (an HL7 CE with components 1 and 3); both are read, and a value
+  with no code or no scheme is an error (the toolkit's test 11897/classcode_scheme_mismatch).
+
+Times are checked as HL7 DTM (YYYY[MM[DD[hh[mm[ss]]]]]) and padded with '0' to 14 characters
+(`tables.pad_dtm`), as the tables store them, so find.py compares strings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lxml import etree
+
+from xds.ebrim import ns
+from xds.ebrim.slots import SLOT, slot_values
+from xds.errors import XdsError
+from xds.model import AssociationType, AvailabilityStatus, DocumentEntryType
+from xds.registry import stored_query
+from xds.registry.stored_query import Parameter, StoredQuery, ValueKind
+from xds.registry.validate import check_dtm
+from xds.rules import error
+from xds.store.tables import pad_dtm
+
+LEAF_CLASS = "LeafClass"
+OBJECT_REF = "ObjectRef"
+RETURN_TYPES = (LEAF_CLASS, OBJECT_REF)
+
+ADHOC_QUERY_REQUEST = f"{{{ns.QUERY}}}AdhocQueryRequest"
+RESPONSE_OPTION = f"{{{ns.QUERY}}}ResponseOption"
+ADHOC_QUERY = ns.rim("AdhocQuery")
+
+#: The only metadata level of a registry without the Document Metadata Update Option
+#: (ITI TF-2 3.18.4.1.2.3.5.1: level 1 is the default).
+METADATA_LEVEL = 1
+
+_STATUSES = frozenset(s.value for s in AvailabilityStatus)
+_DOCUMENT_TYPES = frozenset(t.value for t in DocumentEntryType)
+_ASSOCIATION_TYPES = frozenset(t.value for t in AssociationType)
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+
+
+@dataclass
+class QueryRequest:
+    """A stored query call, checked: every parameter is present as the query needs it.
+
+    params: parameter name -> value. A single-valued parameter's value is a str (an int for
+    $MetadataLevel); a multi-valued one's a list of str; an AND/OR one's a list of lists (one
+    list per slot). Times are padded to 14 digits; codes are 'code^^^scheme'. A parameter that
+    was not given is absent, unless the query table gives it a default.
+    """
+
+    query: StoredQuery
+    return_type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    #: rim:AdhocQuery/@home, else $homeCommunityId (ITI TF-2 3.18.4.1.2.3.8).
+    home: str | None = None
+
+    @property
+    def leaf_class(self) -> bool:
+        return self.return_type == LEAF_CLASS
+
+
+@dataclass
+class _Token:
+    text: str
+    quoted: bool
+
+
+class _SyntaxError(ValueError):
+    pass
+
+
+def read_query_request(request: etree._Element) -> tuple[QueryRequest | None, list[XdsError]]:
+    """The stored query call of an AdhocQueryRequest, or None and every error found in it."""
+    if request.tag != ADHOC_QUERY_REQUEST:
+        return None, [error("query.not-adhoc-query", found=_name(request))]
+    adhoc = request.find(ADHOC_QUERY)
+    if adhoc is None:
+        return None, [error("query.no-adhoc-query")]
+    query_id = (adhoc.get("id") or "").strip()
+    query = stored_query.BY_ID.get(query_id)
+    if query is None:
+        return None, [error("query.unknown", query_id, id=query_id or "(none)")]
+
+    errors: list[XdsError] = []
+    option = request.find(RESPONSE_OPTION)
+    return_type = option.get("returnType") if option is not None else None
+    if return_type not in RETURN_TYPES:
+        errors.append(error("query.bad-return-type", "returnType", value=return_type or "(none)"))
+
+    slots: dict[str, list[list[str]]] = {}
+    for slot in adhoc.iterchildren(SLOT):
+        slots.setdefault((slot.get("name") or "").strip(), []).append(slot_values(slot))
+    params, param_errors = read_parameters(query, slots)
+    errors += param_errors
+    if errors:
+        return None, errors
+    home = adhoc.get("home") or params.get("$homeCommunityId")
+    return QueryRequest(query, return_type or LEAF_CLASS, params, home), []
+
+
+def read_parameters(query: StoredQuery, slots: dict[str, list[list[str]]]) -> tuple[dict[str, Any], list[XdsError]]:
+    """Typed values of the slots a query takes (name -> one list of rim:Value texts per slot);
+    slots the query does not take are ignored (ebRS 3.0 6.3.2.1)."""
+    params: dict[str, Any] = {}
+    errors: list[XdsError] = []
+    for parameter in query.parameters:
+        given = slots.get(parameter.name)
+        if given is None:
+            if parameter.required:
+                errors.append(error("query.missing-param", parameter.name, query=query.name, param=parameter.name))
+            elif parameter.default is not None:
+                params[parameter.name] = list(parameter.default)
+            continue
+        try:
+            params[parameter.name] = _read(query, parameter, given)
+        except XdsError as problem:
+            errors.append(problem)
+    for group in query.one_of:
+        present = [name for name in group if name in slots]
+        if not present:
+            errors.append(error("query.missing-one-of", group[0], query=query.name, params=" or ".join(group)))
+        elif len(present) > 1:
+            errors.append(error("query.exclusive-params", present[1], query=query.name,
+                                params=" and ".join(present), choices=" or ".join(group)))
+    level = params.get("$MetadataLevel")
+    if level is not None and level != METADATA_LEVEL:
+        errors.append(error("query.metadata-level", "$MetadataLevel", value=level))
+    return params, errors
+
+
+# --- one parameter -------------------------------------------------------------------------
+
+
+def _read(query: StoredQuery, parameter: Parameter, slots: list[list[str]]) -> Any:
+    per_slot = [[_value(parameter, token) for token in _tokens(parameter, values)] for values in slots]
+    if parameter.kind is ValueKind.NUMBER:
+        per_slot = [[int(v) for v in values] for values in per_slot]
+    if parameter.and_or:
+        return per_slot
+    flat = [value for values in per_slot for value in values]
+    if parameter.multiple:
+        return flat
+    if len(flat) != 1 or len(slots) != 1:
+        shown = "; ".join(" ".join(values) for values in slots)
+        how = f"{len(slots)} slots" if len(slots) > 1 else f"{len(flat)} values"
+        raise error("query.param-number", parameter.name, query=query.name, param=parameter.name,
+                    found=how, value=shown)
+    return flat[0]
+
+
+def _tokens(parameter: Parameter, values: list[str]) -> list[_Token]:
+    # A list spread over several rim:Value elements is one list: join them. A space keeps two
+    # quoted strings of adjacent Values apart (joined directly, 'a''b' would read as a'b).
+    text = " ".join(values)
+    try:
+        tokens = _parse(text)
+    except _SyntaxError as problem:
+        raise error("query.bad-value", parameter.name, param=parameter.name, value=text, reason=str(problem)) from None
+    if not tokens:
+        raise error("query.bad-value", parameter.name, param=parameter.name, value=text, reason="no value")
+    return tokens
+
+
+def _parse(text: str) -> list[_Token]:
+    """The values of a slot: quoted strings and bare numbers, alone or in parenthesized lists.
+    Inside a list, values are separated by commas; between top-level values (the values of
+    several rim:Value elements are joined with spaces) a comma or a space separates."""
+    tokens: list[_Token] = []
+    i, n = 0, len(text)
+    depth = opened = 0
+    after_value = spaced = False  # a value (or list) just ended / whitespace at top level since
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+            spaced = spaced or (after_value and not depth)
+        elif c == "(":
+            if depth:
+                raise _SyntaxError("a list inside a list")
+            if after_value and not spaced:
+                raise _SyntaxError("a list must follow a comma or a space")
+            depth, opened, i = 1, len(tokens), i + 1
+            after_value = spaced = False
+        elif c == ")":
+            if not depth:
+                raise _SyntaxError("')' without '('")
+            if len(tokens) == opened:
+                raise _SyntaxError("an empty list")
+            if not after_value:
+                raise _SyntaxError("a comma with no value after it")
+            depth, i = 0, i + 1
+            after_value, spaced = True, False
+        elif c == ",":
+            if not after_value:
+                raise _SyntaxError("a comma with no value before it")
+            i += 1
+            after_value = spaced = False
+        else:
+            if after_value and not spaced:
+                raise _SyntaxError(f"values must be separated by commas, found {text[i:i + 12]!r}")
+            if c == "'":
+                value, i = _quoted(text, i)
+                tokens.append(_Token(value, True))
+            else:
+                start = i
+                while i < n and not text[i].isspace() and text[i] not in "(),'":
+                    i += 1
+                tokens.append(_Token(text[start:i], False))
+            after_value, spaced = True, False
+    if depth:
+        raise _SyntaxError("'(' without ')'")
+    return tokens
+
+
+def _quoted(text: str, start: int) -> tuple[str, int]:
+    """The string quoted at text[start] (a "'"), with '' read as one quote; and where it ends."""
+    parts = []
+    i = start + 1
+    while True:
+        end = text.find("'", i)
+        if end < 0:
+            raise _SyntaxError("a quote that is not closed")
+        parts.append(text[i:end])
+        if text.startswith("''", end):
+            parts.append("'")
+            i = end + 2
+        else:
+            return "".join(parts), end + 1
+
+
+def _value(parameter: Parameter, token: _Token) -> str:
+    """One value, checked for the parameter's kind; raises the error that says what is wrong."""
+    kind = parameter.kind
+    value = token.text
+    if kind in (ValueKind.TIME, ValueKind.NUMBER):
+        if not _DIGITS.fullmatch(value):
+            if kind is ValueKind.NUMBER:
+                raise error("query.bad-value", parameter.name, param=parameter.name, value=value,
+                            reason="not a whole number")
+            raise error("query.bad-time", parameter.name, param=parameter.name, value=value, reason="not digits")
+        if kind is ValueKind.TIME:
+            reason = check_dtm(value)
+            if reason:
+                raise error("query.bad-time", parameter.name, param=parameter.name, value=value, reason=reason)
+            return pad_dtm(value) or ""
+        return value
+    if not token.quoted:
+        raise error("query.bad-value", parameter.name, param=parameter.name, value=value,
+                    reason="a string must be in single quotes")
+    if kind is ValueKind.CODE:
+        code = code_key(value)
+        if code is None:
+            raise error("query.bad-code", parameter.name, param=parameter.name, value=value)
+        return code
+    if kind is ValueKind.STATUS and value not in _STATUSES:
+        raise error("query.bad-status", parameter.name, param=parameter.name, value=value)
+    if kind is ValueKind.DOCUMENT_TYPE and value not in _DOCUMENT_TYPES:
+        raise error("query.bad-document-type", parameter.name, param=parameter.name, value=value)
+    if kind is ValueKind.ASSOCIATION_TYPE and value not in _ASSOCIATION_TYPES:
+        raise error("query.bad-association-type", parameter.name, param=parameter.name, value=value)
+    return value
+
+
+def code_key(value: str) -> str | None:
+    """'code^^^scheme' (or 'code^^scheme') as the object_code table's key 'code^^^scheme';
+    None if the value has no code, no scheme, or more than these two components."""
+    parts = value.split("^")
+    if len(parts) not in (3, 4) or any(parts[1:-1]):
+        return None
+    code, scheme = parts[0], parts[-1]
+    if not code.strip() or not scheme.strip():
+        return None
+    return f"{code}^^^{scheme}"
+
+
+def _name(element: etree._Element) -> str:
+    qname = etree.QName(element)
+    return f"{{{qname.namespace}}}{qname.localname}" if qname.namespace else qname.localname

@@ -1,0 +1,306 @@
+"""Register Document Set-b (ITI-42) at the Document Registry.
+
+Theory of operation. A submission passes three gates, each collecting every error it sees:
+1. `xds.ebrim.submission` reads the XML into the model (ebRIM structure);
+2. `xds.registry.validate` checks the model alone (attributes, formats, codes, patients,
+   associations within the submission);
+3. this module checks the submission against what the registry holds (patients it knows,
+   uniqueIds already registered, targets of relationships and their status), inside the
+   same write transaction that then stores it - so what was checked is what is stored, and
+   a failed submission leaves no trace (ITI TF-2 3.42.4.1.3: "the registry shall not
+   store any of the metadata" when it answers an error).
+
+Errors point at the ids the submitter used (symbolic ids included); UUIDs are assigned only
+once the submission is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from lxml import etree
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from xds.ebrim import ns
+from xds.ebrim.submission import ParsedSubmission, assign_uuids, read_submission
+from xds.errors import XdsError
+from xds.model import Association, AssociationType, AvailabilityStatus, Submission
+from xds.model.metadata import REPLACING
+from xds.registry.codes import CodeSet
+from xds.registry.validate import validate
+from xds.rules import error
+from xds.store import patients
+from xds.store import registry as store
+from xds.store.tables import AssociationRow
+
+log = logging.getLogger("xds.registry")
+
+APPROVED = AvailabilityStatus.APPROVED.value
+DEPRECATED = AvailabilityStatus.DEPRECATED.value
+HAS_MEMBER = AssociationType.HAS_MEMBER.value
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def dtm(moment: datetime) -> str:
+    """An HL7 DTM in UTC to the second, as the registry writes lastUpdateTime."""
+    return moment.astimezone(timezone.utc).strftime("%Y%m%d%H%M%S")
+
+
+@dataclass
+class DocumentRegistry:
+    sessions: sessionmaker
+    codes: CodeSet | None = None
+    check_patient_ids: bool = True
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+    def register(self, request: etree._Element) -> list[XdsError]:
+        """Check and store one SubmitObjectsRequest. Returns its errors and warnings;
+        the submission was stored if and only if none of them is an error."""
+        parsed = read_submission(request)
+        problems = list(parsed.errors)
+        problems += validate(parsed.submission, self.codes)
+        try:
+            with self.sessions.begin() as session:
+                problems += self._check_against_registry(session, parsed.submission)
+                if any(p.is_error for p in problems):
+                    session.rollback()
+                    return problems
+                self._store(session, parsed)
+        except _Conflict as conflict:
+            return problems + conflict.errors
+        except IntegrityError as exc:
+            # A concurrent submission registered the same SubmissionSet or Folder uniqueId
+            # between our check and our insert: the database's unique index decided.
+            log.info("submission lost a uniqueId race: %s", exc.orig)
+            return problems + [_race_error(parsed.submission)]
+        except OperationalError as exc:
+            if _is_busy(exc):
+                return problems + [error("registry.busy", reason="the database is locked")]
+            raise
+        return problems
+
+    # --- gate 3: against what the registry holds ------------------------------------------
+
+    def _check_against_registry(self, session: Session, sub: Submission) -> list[XdsError]:
+        problems: list[XdsError] = []
+        own = {o.id: o for o in sub.objects()}
+        ss = sub.submission_set
+
+        if self.check_patient_ids:
+            ids = {o.patient_id for o in [ss, *sub.documents, *sub.folders] if o and o.patient_id}
+            for pid in sorted(ids - patients.known(session, ids)):
+                problems.append(error("patient.unknown", ss.id if ss else "", patient=pid))
+
+        uuids = [oid for oid in own if oid.startswith("urn:uuid:")]
+        refs = {
+            ref
+            for a in sub.associations
+            for ref in (a.source, a.target)
+            if ref and ref not in own and ref.startswith("urn:uuid:")
+        }
+        found = store.find_entries_by_uuid(session, [*uuids, *refs])
+        for oid in uuids:
+            if oid in found:
+                problems.append(error("object.uuid-exists", oid, id=oid))
+
+        # References are judged by what the registry held before: an object of this
+        # submission that clashes with an existing entryUUID is reported above, once.
+        problems += self._check_references(sub, own, {k: v for k, v in found.items() if k not in own})
+        problems += self._check_unique_ids(session, sub)
+        return problems
+
+    def _check_references(self, sub: Submission, own: dict, found: dict) -> list[XdsError]:
+        problems = []
+
+        def patient_of(ref: str) -> str | None:
+            return own[ref].patient_id if ref in own else getattr(found.get(ref), "patient_id", None)
+
+        for a in sub.associations:
+            kind = a.association_type
+            if kind is None or not a.source or not a.target:
+                continue  # the validator reported it
+            for end, ref in (("sourceObject", a.source), ("targetObject", a.target)):
+                if ref not in own and ref not in found:
+                    if kind.is_document_relationship and end == "targetObject":
+                        problems.append(error("association.bad-target", a.id, type=kind.short_name, id=a.id, target=ref))
+                    else:
+                        problems.append(error("object.bad-reference", a.id, what=end, id=a.id, ref=ref))
+            if kind is AssociationType.HAS_MEMBER:
+                problems += self._check_membership(a, found, patient_of)
+            elif a.target in found and kind is not AssociationType.SIGNS:
+                target = found[a.target]
+                if target.kind != "DocumentEntry":
+                    problems.append(error("association.bad-target", a.id, type=kind.short_name, id=a.id, target=a.target))
+                    continue
+                if target.status == DEPRECATED:
+                    problems.append(error("association.deprecated-target", a.id, type=kind.short_name, id=a.id, target=a.target))
+                source_patient = patient_of(a.source)
+                if source_patient and target.patient_id != source_patient:
+                    problems.append(error(
+                        "patient.target-mismatch", a.id, type=kind.short_name, id=a.id, target=a.target,
+                        target_patient=target.patient_id, source=a.source, patient=source_patient,
+                    ))
+        return problems
+
+    def _check_membership(self, a: Association, found: dict, patient_of) -> list[XdsError]:
+        """HasMember to or from objects already in the registry: a source must be a Folder,
+        a document must still be current, and both ends must be of one patient."""
+        problems = []
+        source, target = found.get(a.source), found.get(a.target)
+        if source is not None and source.kind != "Folder":
+            problems.append(error("association.bad-member", a.id, id=a.id, source=a.source, target=a.target))
+        if target is not None and target.kind == "DocumentEntry" and target.status == DEPRECATED:
+            problems.append(error("association.deprecated-target", a.id, type="HasMember", id=a.id, target=a.target))
+        if source is not None or target is not None:
+            expected, actual = patient_of(a.source), patient_of(a.target)
+            if expected and actual and expected != actual:
+                problems.append(error(
+                    "patient.target-mismatch", a.id, type="HasMember", id=a.id, target=a.target,
+                    target_patient=actual, source=a.source, patient=expected,
+                ))
+        return problems
+
+    def _check_unique_ids(self, session: Session, sub: Submission) -> list[XdsError]:
+        problems = []
+        docs = {d.unique_id: d for d in sub.documents if d.unique_id}
+        store.lock_document_unique_ids(session, docs)
+        for unique_id, rows in store.find_documents_by_unique_id(session, list(docs)).items():
+            doc = docs[unique_id]
+            for row in rows:
+                if doc.patient_id and row.patient_id != doc.patient_id:
+                    problems.append(error(
+                        "unique-id.resubmitted-other-patient", doc.id, id=doc.id, value=unique_id,
+                        existing=row.patient_id, patient=doc.patient_id,
+                    ))
+                elif doc.hash and row.hash and row.hash.lower() != doc.hash.lower():
+                    problems.append(error(
+                        "unique-id.hash-differs", doc.id, id=doc.id, value=unique_id,
+                        existing=row.hash, value_hash=doc.hash,
+                    ))
+                elif doc.size and row.size is not None and str(row.size) != doc.size.strip():
+                    problems.append(error(
+                        "unique-id.size-differs", doc.id, id=doc.id, value=unique_id,
+                        existing=row.size, value_size=doc.size,
+                    ))
+                else:
+                    continue
+                break
+        for kind, objects in (("SubmissionSet", [sub.submission_set] if sub.submission_set else []),
+                              ("Folder", sub.folders)):
+            wanted = {o.unique_id: o for o in objects if o.unique_id}
+            for unique_id, existing in store.existing_unique_ids(session, kind, list(wanted)).items():
+                o = wanted[unique_id]
+                problems.append(error("unique-id.in-registry", o.id, what=kind, value=unique_id, existing=existing))
+        return problems
+
+    # --- storing ---------------------------------------------------------------------------
+
+    def _store(self, session: Session, parsed: ParsedSubmission) -> None:
+        sub = parsed.submission
+        assign_uuids(parsed)
+        now = dtm(self.clock())
+        for obj in sub.objects():
+            obj.status = APPROVED
+            parsed.elements[obj.id].set("status", APPROVED)
+
+        replaced = [a.target for a in sub.associations if a.association_type in REPLACING]
+        # Existing folders that receive a document change their lastUpdateTime (ITI TF-3, the
+        # Folder's lastUpdateTime: set by the registry whenever the folder's content changes).
+        own = {o.id for o in sub.objects()}
+        touched_folders = {a.source for a in sub.associations
+                           if a.association_type is AssociationType.HAS_MEMBER and a.source not in own}
+        if replaced:
+            # ITI TF-3, Document Replacement: the replacement joins every folder the document it
+            # replaces belongs to (NIST test 12323 checks it), and those folders' lastUpdateTime changes.
+            new_members = self._replacement_memberships(session, sub, replaced)
+            for member in new_members:
+                sub.associations.append(member)
+                parsed.elements[member.id] = _association_element(member)
+                touched_folders.add(member.source)
+            if store.deprecate(session, replaced) != len(set(replaced)):
+                # Another submission replaced one of these documents since we checked.
+                raise _Conflict([error("association.deprecated-target", a.id, type=a.association_type.short_name,
+                                       id=a.id, target=a.target)
+                                 for a in sub.associations if a.association_type in REPLACING])
+        for folder in sub.folders:
+            folder.last_update_time = now
+            _set_slot(parsed.elements[folder.id], "lastUpdateTime", now)
+        if touched_folders:
+            store.touch_folders(session, list(touched_folders), now)
+        xml = {oid: etree.tostring(el, encoding="unicode", with_tail=False) for oid, el in parsed.elements.items()}
+        store.save_submission(session, sub, xml)
+
+    def _replacement_memberships(self, session: Session, sub: Submission, replaced: list[str]) -> list[Association]:
+        """HasMember associations that put each replacement into the folders of the
+        document it replaces."""
+        replacement_of = {a.target: a.source for a in sub.associations if a.association_type in REPLACING}
+        rows = session.execute(
+            select(AssociationRow.source, AssociationRow.target).where(
+                AssociationRow.type == HAS_MEMBER,
+                AssociationRow.target.in_(replaced),
+                AssociationRow.status == APPROVED,
+            )
+        ).all()
+        sources = store.find_entries_by_uuid(session, list({r.source for r in rows}))
+        return [
+            Association(id=_new_uuid(), type=HAS_MEMBER, source=source, target=replacement_of[target])
+            for source, target in rows
+            if getattr(sources.get(source), "kind", None) == "Folder"
+        ]
+
+
+class _Conflict(Exception):
+    """A concurrent submission changed what this one was checked against: roll back."""
+
+    def __init__(self, errors: list[XdsError]):
+        self.errors = errors
+
+
+def _new_uuid() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+def _association_element(a: Association) -> etree._Element:
+    el = etree.Element(ns.rim("Association"), nsmap={"rim": ns.RIM})
+    el.set("id", a.id)
+    el.set("associationType", a.type)
+    el.set("sourceObject", a.source)
+    el.set("targetObject", a.target)
+    el.set("objectType", ns.ASSOCIATION)
+    el.set("status", APPROVED)
+    return el
+
+
+def _set_slot(element: etree._Element, name: str, value: str) -> None:
+    """Set a single-valued slot on an ebRIM object, replacing the one the submitter sent."""
+    for slot in element.findall(ns.rim("Slot")):
+        if slot.get("name") == name:
+            element.remove(slot)
+    slot = etree.Element(ns.rim("Slot"), name=name)
+    etree.SubElement(etree.SubElement(slot, ns.rim("ValueList")), ns.rim("Value")).text = value
+    # Slots come first in an ebRIM RegistryObject (before Name, Description, ...).
+    position = 0
+    for i, child in enumerate(element):
+        if child.tag == ns.rim("Slot"):
+            position = i + 1
+    element.insert(position, slot)
+
+
+def _race_error(sub: Submission) -> XdsError:
+    ss = sub.submission_set
+    return error("unique-id.in-registry", ss.id if ss else "", what="SubmissionSet",
+                 value=ss.unique_id if ss else "", existing="registered concurrently")
+
+
+def _is_busy(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text or "timeout" in text

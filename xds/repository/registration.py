@@ -1,0 +1,119 @@
+"""How the repository registers metadata (ITI-42) and asks, after a crash, whether it did.
+
+Two registries: the one of this server (`LocalRegistry`: DocumentRegistry.register in-process,
+one database transaction, no HTTP) and a remote one (`RemoteRegistry`: ITI-42 over SOAP 1.2 to
+`registry_url`). Both give the registry's errors and warnings as they are, so the client of the
+repository sees what the registry said.
+
+The remote path uses the project's plain SOAP client (xds.client.post_soap: lxml envelope,
+urllib), not zeep, which DESIGN.md names for SOAP clients. The repository holds the
+SubmitObjectsRequest as an lxml element and must hand the registry's RegistryResponse back
+unchanged; zeep cannot serialize ebRIM's substitution groups from Python objects (the
+registry's zeep test swaps its own element into the body with a plugin after zeep rendered an
+empty request) and would parse the answer into objects we would have to turn back into XML.
+zeep would add a WSDL load and two throwaway (de)serializations per submission and give nothing.
+
+Over https the repository authenticates as an ATNA secure node: `RemoteRegistry.from_settings`
+gives it this node's certificate and the network's CA (xds.tls.client_context). A registry that
+refuses the certificate, or one whose own certificate we do not trust, is a registry we cannot
+reach: XDSRegistryNotAvailable, with OpenSSL's reason.
+
+Failures: a registry that cannot be reached (refused, timed out, DNS, HTTP 5xx without a SOAP
+answer) gives XDSRegistryNotAvailable; one that answers with a SOAP fault or something that is
+not a RegistryResponse gives XDSRegistryError naming what came back.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import urllib.error
+from dataclasses import dataclass
+
+from lxml import etree
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from xds import client, tls
+from xds.config import Settings
+from xds.ebrim import ns
+from xds.ebrim.response import read_registry_response
+from xds.errors import XdsError
+from xds.registry.register import DocumentRegistry
+from xds.rules import error
+from xds.store.tables import DocumentEntryRow
+
+log = logging.getLogger("xds.repository")
+
+REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
+REGISTRY_RESPONSE = f"{{{ns.RS}}}RegistryResponse"
+
+
+@dataclass
+class LocalRegistry:
+    """The registry of this server, called in-process."""
+
+    registry: DocumentRegistry
+
+    def register(self, submit: etree._Element) -> list[XdsError]:
+        try:
+            return self.registry.register(submit)
+        except Exception:
+            log.exception("in-process registration failed")
+            return [error("registry.internal", reason="unexpected failure, logged by the server")]
+
+    def is_registered(self, unique_id: str, sha1: str) -> bool | None:
+        return registered_in(self.registry.sessions, unique_id, sha1)
+
+
+def registered_in(sessions: sessionmaker[Session], unique_id: str, sha1: str) -> bool | None:
+    """Whether the registry database holds a DocumentEntry with this uniqueId and hash."""
+    try:
+        with sessions() as session:
+            hashes = session.scalars(select(DocumentEntryRow.hash).where(DocumentEntryRow.unique_id == unique_id)).all()
+    except Exception:
+        log.exception("cannot read the registry database to recover %s", unique_id)
+        return None
+    return any((h or "").lower() == sha1.lower() for h in hashes)
+
+
+@dataclass
+class RemoteRegistry:
+    """A Document Registry elsewhere, over ITI-42."""
+
+    url: str
+    timeout: float = 60.0
+    context: ssl.SSLContext | None = None  # for https: this node's TLS identity and trust
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RemoteRegistry":
+        """The registry at settings.registry_url; over https with this node's certificate."""
+        return cls(settings.registry_url, context=tls.context_for(settings.registry_url, settings))
+
+    def register(self, submit: etree._Element) -> list[XdsError]:
+        try:
+            body = client.post_soap(self.url, submit, REGISTER, timeout=self.timeout, context=self.context)
+        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            log.warning("registry %s not available: %s", self.url, reason)
+            return [error("repository.registry-unavailable", url=self.url, reason=str(reason))]
+        except ValueError as exc:  # a SOAP fault, or an HTTP error without SOAP
+            text = str(exc)
+            if text.startswith(f"{self.url} answered HTTP 5"):
+                return [error("repository.registry-unavailable", url=self.url, reason=text)]
+            return [error("repository.registry-failed", url=self.url, reason=text)]
+        except Exception as exc:  # e.g. an answer that is not XML
+            return [error("repository.registry-failed", url=self.url, reason=str(exc) or type(exc).__name__)]
+        if body.tag != REGISTRY_RESPONSE:
+            return [error("repository.registry-failed", url=self.url,
+                          reason=f"the answer's body is {etree.QName(body).localname}")]
+        status, errors = read_registry_response(body)
+        if status != ns.SUCCESS and not any(e.is_error for e in errors):
+            errors.append(error("repository.registry-failed", url=self.url, reason=f"status {status} without errors"))
+        return errors
+
+    def is_registered(self, unique_id: str, sha1: str) -> bool | None:
+        """Not asked of a remote registry (it would take an ITI-18 query per document): a
+        staged submission without its commit marker is left for an operator."""
+        return None

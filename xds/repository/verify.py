@@ -1,0 +1,95 @@
+"""`xds documents verify`: every stored document re-hashed and held against the registry.
+
+For each DocumentEntry the registry database holds with this repository's uniqueId: the
+document's file must exist, and its SHA-1 and size must be the registry's hash and size (and
+the store's own meta.json). A stored document the registry does not know is reported too (a
+document whose registration was lost). The registry is read from `database_url`, the database
+this server's registry writes; a repository registering with a remote registry points
+database_url at that registry's database (read only) to verify.
+
+Before checking, recovery finishes what a crash left half done (xds.repository.blobs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from xds.config import Settings
+from xds.repository.blobs import FileBlobStore
+from xds.repository.registration import registered_in
+from xds.store import db
+from xds.store.tables import DocumentEntryRow
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    mismatched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unregistered: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.mismatched or self.missing or self.unregistered)
+
+    def lines(self) -> list[str]:
+        out = [f"recovered after a crash: {uid}" for uid in self.recovered]
+        out += [f"MISMATCH {line}" for line in self.mismatched]
+        out += [f"MISSING  {line}" for line in self.missing]
+        out += [f"UNREGISTERED {line}" for line in self.unregistered]
+        out.append(f"{self.checked} document(s) checked: {len(self.mismatched)} mismatched, {len(self.missing)} "
+                   f"missing, {len(self.unregistered)} not in the registry")
+        return out
+
+
+def sha1_of(path) -> tuple[str, int]:
+    digest = hashlib.sha1()
+    size = 0
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def verify(settings: Settings) -> VerifyReport:
+    engine = db.make_engine(settings.database)
+    try:
+        sessions = db.make_sessionmaker(engine)
+        blobs = FileBlobStore(settings.documents_dir)
+        report = VerifyReport()
+        recovery = blobs.recover(lambda unique_id, sha1: registered_in(sessions, unique_id, sha1))
+        report.recovered = recovery.rolled_forward
+        registered: dict[str, tuple[str, int | None]] = {}
+        with sessions() as session:
+            rows = session.execute(
+                select(DocumentEntryRow.unique_id, DocumentEntryRow.hash, DocumentEntryRow.size)
+                .where(DocumentEntryRow.repository_unique_id == settings.repository_unique_id))
+            for unique_id, digest, size in rows:
+                registered[unique_id] = ((digest or "").lower(), size)
+        for unique_id, (digest, size) in sorted(registered.items()):
+            report.checked += 1
+            document = blobs.get(unique_id)
+            if document is None or not document.path.is_file():
+                report.missing.append(f"{unique_id}: registered (hash {digest}, size {size}), no file")
+                continue
+            actual, actual_size = sha1_of(document.path)
+            problems = []
+            if actual != digest:
+                problems.append(f"SHA-1 {actual}, registry {digest}")
+            if size is not None and actual_size != size:
+                problems.append(f"size {actual_size}, registry {size}")
+            if document.hash and document.hash != actual:
+                problems.append(f"stored meta.json hash {document.hash}")
+            if problems:
+                report.mismatched.append(f"{unique_id} ({document.path}): " + "; ".join(problems))
+        for document in blobs:
+            if document.unique_id not in registered:
+                report.unregistered.append(f"{document.unique_id} ({document.path})")
+        return report
+    finally:
+        engine.dispose()

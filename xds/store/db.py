@@ -1,0 +1,214 @@
+"""Engine, sessions and migrations: everything that knows which database is behind the URL.
+
+SQLite and PostgreSQL differ in one way the rest of the code must not see: concurrency.
+
+* PostgreSQL locks rows and index entries, so concurrent writers only wait for each other where
+  they touch the same data, and unique constraints settle races (one insert wins, the other
+  gets an IntegrityError).
+* SQLite has one writer at a time per file. Python's sqlite3 module begins transactions
+  lazily, as DEFERRED, which takes the write lock only at the first INSERT/UPDATE. Two
+  processes that both read and then both write can then each hold a read snapshot the other's
+  write would invalidate: one of them fails at once with "database is locked" and the
+  busy_timeout does not help. Write sessions therefore begin their transactions with
+  BEGIN IMMEDIATE, which takes the write lock first (waiting up to busy_timeout), so writers
+  queue instead of failing; read sessions stay DEFERRED and, in WAL mode, never block a
+  writer nor wait for one.
+
+Use `write_session(engine)` or a `make_sessionmaker(engine, write=True)` for every
+transaction that writes, even on PostgreSQL, so the calling code is the same on both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+T = TypeVar("T")
+
+#: Execution option read by the SQLite "begin" hook: which BEGIN to emit.
+_BEGIN = "xds_sqlite_begin"
+
+
+def _normalize(url: str | URL) -> URL:
+    u = make_url(url)
+    # psycopg 3 is the driver we install; plain postgresql:// would mean psycopg2.
+    if u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
+def _is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def make_engine(url: str | URL, busy_timeout: float = 10.0) -> Engine:
+    """An engine for `url` set up for several workers sharing one database.
+
+    busy_timeout (seconds): how long an SQLite writer waits for the write lock before
+    "database is locked" (the caller answers XDSRegistryBusy).
+    """
+    u = _normalize(url)
+    if not _is_sqlite(u):
+        # Connections idle in a pool are cut by firewalls and server restarts.
+        return create_engine(u, pool_pre_ping=True)
+
+    database = u.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(u)
+    timeout_ms = int(busy_timeout * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        # We emit BEGIN ourselves (see _on_begin); sqlite3's own transaction handling would
+        # begin DEFERRED, and not at all before SELECT or DDL.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")  # first: the others may wait
+            _enable_wal(cursor, busy_timeout)
+            # NORMAL is durable in WAL mode except for the last transactions before a power
+            # loss; it saves an fsync per commit.
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            # The default page cache (2 MB) cannot even hold the inner pages of the indexes at
+            # a million documents; with 32 MB a FindDocuments over a patient with thousands of
+            # entries went from 12.6 to 5.2 ms. A ceiling per connection, filled as used.
+            cursor.execute("PRAGMA cache_size = -32768")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        mode = connection.get_execution_options().get(_BEGIN, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def _enable_wal(cursor, timeout: float) -> None:
+    """WAL journal: readers and the writer do not block each other.
+
+    WAL is a property of the file, so this only acts once, on a fresh database. Switching
+    needs the file to itself and SQLite then answers "database is locked" at once instead of
+    waiting busy_timeout: that happens when several workers open a fresh database together,
+    so the switch is retried for as long as a writer would wait.
+    """
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def make_sessionmaker(engine: Engine, *, write: bool = False) -> sessionmaker[Session]:
+    """Sessions on `engine`; `write=True` for those whose transactions write.
+
+    On SQLite a write session's transaction begins IMMEDIATE (see the module's docstring):
+    give the register step a write sessionmaker, the query step a plain one.
+    """
+    # expire_on_commit=False: objects read in a finished transaction stay usable (we hand
+    # plain rows to the protocol code, not live ORM objects, so nothing goes stale silently).
+    return sessionmaker(_writer(engine) if write else _reader(engine), expire_on_commit=False)
+
+
+def _reader(engine: Engine) -> Engine:
+    """The engine whose transactions begin DEFERRED on SQLite, also when `engine` is a write
+    engine (a write sessionmaker's bind): a reader made from it must not queue behind writers."""
+    if _is_sqlite(engine.url) and engine.get_execution_options().get(_BEGIN, "DEFERRED") != "DEFERRED":
+        return engine.execution_options(**{_BEGIN: "DEFERRED"})
+    return engine
+
+
+def _writer(engine: Engine) -> Engine:
+    """The engine whose transactions begin IMMEDIATE on SQLite (the same pool and hooks)."""
+    if _is_sqlite(engine.url):
+        return engine.execution_options(**{_BEGIN: "IMMEDIATE"})
+    return engine
+
+
+@contextlib.contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
+    """One write transaction: committed when the block ends, rolled back if it raises.
+
+    On SQLite the transaction holds the database's write lock from its first statement
+    (BEGIN IMMEDIATE), so concurrent writers wait their turn instead of failing.
+    """
+    with make_sessionmaker(engine, write=True).begin() as session:
+        yield session
+
+
+def redacted(url: str | URL) -> str:
+    """The database URL as it may be printed: its password hidden."""
+    return _normalize(url).render_as_string(hide_password=True)
+
+
+def ping(engine: Engine) -> bool:
+    """True if the database answers (the /health endpoint)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except Exception:  # any failure means "not healthy"; the caller logs nothing more
+        return False
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration, built in code: the project needs no alembic.ini."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def upgrade(url: str | URL, revision: str = "head") -> None:
+    """Bring the database at `url` to `revision` (creating it on a fresh SQLite file).
+
+    Idempotent, and safe when several processes start at once: on SQLite the migration runs
+    in a BEGIN IMMEDIATE transaction, on PostgreSQL under an advisory lock (see
+    migrations/env.py), and each reads the current revision only once it holds the lock.
+    """
+    _migrate(url, lambda config: command.upgrade(config, revision))
+
+
+def downgrade(url: str | URL, revision: str) -> None:
+    """Take the database at `url` back to `revision` ("base": no tables at all)."""
+    _migrate(url, lambda config: command.downgrade(config, revision))
+
+
+def _migrate(url: str | URL, run: Callable[[Config], None]) -> None:
+    # One transaction for the whole run (both databases have transactional DDL once we emit
+    # BEGIN ourselves on SQLite): a failed migration leaves the previous revision intact.
+    # env.py sees the transaction already open and runs inside it.
+    engine = make_engine(url)
+    try:
+        with _writer(engine).begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            run(config)
+    finally:
+        engine.dispose()
+
+
+def chunked(items: Sequence[T], size: int = 1000) -> Iterator[Sequence[T]]:
+    """`items` in slices of at most `size`: IN lists and multi-row VALUES stay well under the
+    drivers' bound-parameter limits (SQLite 32766, PostgreSQL 65535)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
