@@ -13,7 +13,7 @@ var/bench/audit/registry.sqlite3, loaded by bench/load.py (what ITI-42 stores; l
 reused). The requests: FindDocuments for a random patient, LeafClass and ObjectRef
 alternating (corpus.query_template), 10 entries in each answer. The servers are bench/run.py's
 Server (gunicorn sync workers, XDS_NULL_ENDPOINT=1), each with a fresh data directory (B's and
-C's spool, audit-spool.sqlite3, as the settings make it, starts empty) and its own receiver
+C's spool, audit-spool/, as the settings make it, starts empty) and its own receiver
 (tcp: octet counting, read with xds.audit.syslog.OctetCountingReader; udp: one datagram each).
 
 Client: one Python process per concurrent client, each sending exactly its share of the round's
@@ -51,7 +51,6 @@ import os
 import random
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -208,16 +207,12 @@ def verify_records(messages: list[bytes], expected: Counter) -> dict:
     return {"iti18": dict(iti18), "other": dict(others), "total": len(messages)}
 
 
-def spool_state(data_dir: Path) -> dict:
-    """Records waiting in the server's spool, and refused ones (read without writing)."""
-    path = data_dir / "audit-spool.sqlite3"
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    try:
-        waiting = db.execute("SELECT COUNT(*) FROM record").fetchone()[0]
-        state = dict(db.execute("SELECT name, value FROM state").fetchall())
-    finally:
-        db.close()
-    return {"waiting": waiting, "refused": state.get("refused", 0), "bytes": state.get("bytes", 0)}
+def spool_state(data_dir: Path, destination: str) -> dict:
+    """Bytes waiting in the server's spool for its one destination, and records refused."""
+    from xds.audit.spool import Spool
+
+    state = Spool(data_dir / "audit-spool", [destination], 1 << 40).state()
+    return {"waiting": state["bytes"], "refused": state["refused"]}
 
 
 # --- load generation: an exact number of requests -------------------------------------------------
@@ -339,7 +334,8 @@ class Side:
         """Take the spool's delivery lock (xds.audit.trail: the deliverer waits for it)."""
         import fcntl
 
-        self._lock = open(self.data_dir / "audit-spool.sqlite3.lock", "a+b")
+        (self.data_dir / "audit-spool").mkdir(exist_ok=True)
+        self._lock = open(self.data_dir / "audit-spool" / "deliver.lock", "a+b")
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def resume_delivery(self) -> None:
@@ -458,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             side.receiver.wait_for(sum(side.expected.values()), timeout=300)
             deadline = time.monotonic() + 60
-            while (spool := spool_state(side.data_dir))["waiting"] and time.monotonic() < deadline:
+            while (spool := spool_state(side.data_dir, side.receiver.url))["waiting"] and time.monotonic() < deadline:
                 time.sleep(0.1)
             spools[side.name] = spool
         time.sleep(0.5)  # anything sent late would arrive by now
@@ -621,7 +617,8 @@ def breakdown(url: str, data_dir: Path, patients: int, calls: int = 400, blocks:
         if phase == "paused-fsync-each":
             env["XDS_AUDIT_SPOOL_FSYNC_INTERVAL"] = "0"
         if phase.startswith("paused"):
-            locks.append(open(data_dir / phase / "audit-spool.sqlite3.lock", "a+b"))
+            (data_dir / phase / "audit-spool").mkdir()
+            locks.append(open(data_dir / phase / "audit-spool" / "deliver.lock", "a+b"))
             fcntl.flock(locks[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
         apps[phase] = create_app(config.load(env=env))
     bodies = [corpus.fill(t, p).encode() for p in range(patients) for t in templates("/registry")]
@@ -656,17 +653,12 @@ def breakdown(url: str, data_dir: Path, patients: int, calls: int = 400, blocks:
             delivered += phase == "delivered"
             block(phase, 100)
         timers.wrap(actors, "audit", "audit, all of it (actors.audit)")
-        timers.wrap(actors, "query", "request body re-serialized (actors.query: etree.tostring)")
-        timers.wrap(events, "iti18_registry", "message built (events.iti18_registry: lxml tree)")
-        timers.wrap(events, "to_bytes", "message serialized (events.to_bytes)")
+        timers.wrap(actors, "query", "the query's values and request bytes (actors.query)")
+        timers.wrap(events, "iti18_registry", "message written (events.iti18_registry)")
         timers.wrap(syslog, "format_message", "syslog header (syslog.format_message)")
-        timers.wrap(spool.Spool, "append", "spool.append, all of it")
-        timers.wrap(spool.Spool._Transaction, "__enter__", "BEGIN IMMEDIATE (waits for the spool's write lock)",
-                    by_thread=True)
-        timers.wrap(spool.Spool._Transaction, "__exit__", "COMMIT (WAL write; + fsync when fsync_interval is 0)",
-                    by_thread=True)
-        timers.wrap(spool.Spool, "after", "sender: spool.after (reads a batch)")
-        timers.wrap(spool.Spool, "delivered", "sender: spool.delivered (cursor, delete; a transaction)")
+        timers.wrap(spool.Spool, "append", "spool.append (a frame, one os.write; + fdatasync when fsync_interval is 0)")
+        timers.wrap(spool.Cursor, "read", "sender: Cursor.read (reads a batch)")
+        timers.wrap(spool.Cursor, "advance", "sender: Cursor.advance (cursor file, purge)")
         timers.wrap(transport.StreamDestination, "send", "sender: socket send")
         for _ in range(blocks):
             for phase in apps:
@@ -695,12 +687,12 @@ def breakdown(url: str, data_dir: Path, patients: int, calls: int = 400, blocks:
             lock.close()
         receiver.close()
 
-    # The spool's append alone, fsynced in the call (fsync_interval 0: synchronous=FULL) and not
-    # (group commit: synchronous=NORMAL, the trail fsyncs later), with a real record,
-    # alternating; then the disk's raw write+fsync of the same bytes.
+    # The spool's append alone, fdatasynced in the call (fsync_interval 0) and not (group
+    # commit: the trail syncs later), with a real record, alternating; then the disk's raw
+    # write+fsync of the same bytes.
     frame = receiver.messages[-1]
-    spools = {mode: spool.Spool(data_dir / f"spool-{mode}.sqlite3", 1 << 40, interval)
-              for mode, interval in (("FULL", 0.0), ("NORMAL", 0.05))}
+    spools = {mode: spool.Spool(data_dir / f"spool-{mode}", ["tcp://127.0.0.1:9"], 1 << 40, interval)
+              for mode, interval in (("each", 0.0), ("group", 0.05))}
     append_ms: dict[str, list[float]] = defaultdict(list)
     for _ in range(5):
         for mode, s in spools.items():
@@ -742,7 +734,7 @@ def breakdown_markdown(b: dict) -> str:
         lines.append(f"| {label} | {p['ms_per_query']:.3f} | {p['calls']} | {d['ms_per_query']:.3f} | {d['calls']} |")
     a = b["append_ms"]
     lines += ["", f"spool.append alone, one thread, no other writer ({b['record_bytes']}-byte record): "
-              f"synchronous=FULL {a['FULL']:.3f} ms, NORMAL {a['NORMAL']:.3f} ms; the disk's write+fsync of the "
+              f"fdatasync in each {a['each']:.3f} ms, group commit {a['group']:.3f} ms; the disk's write+fsync of the "
               f"same bytes {b['write_fsync_ms']:.3f} ms. cProfile of the delivered case: {b['profile']}"]
     return "\n".join(lines)
 

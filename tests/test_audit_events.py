@@ -94,6 +94,13 @@ def _context(**values) -> TransactionContext:
     return TransactionContext(**base)
 
 
+def _parse(data: bytes) -> etree._Element:
+    """A builder's message (UTF-8 bytes with an XML declaration), parsed."""
+    assert isinstance(data, bytes)
+    assert data.startswith(b"<?xml version='1.0' encoding='UTF-8'?>\n<AuditMessage>")
+    return etree.fromstring(data, PARSER)
+
+
 def _one(message: etree._Element, path: str) -> etree._Element:
     found = message.xpath(path)
     assert len(found) == 1, f"{path}: {len(found)} matches"
@@ -141,7 +148,7 @@ CASES = {
 
 def _message(key) -> etree._Element:
     builder, values, _ = CASES[key]
-    return builder(_context(**values), SOURCE)
+    return _parse(builder(_context(**values), SOURCE))
 
 
 def test_every_event_of_the_table_is_tested():
@@ -150,12 +157,12 @@ def test_every_event_of_the_table_is_tested():
 
 @pytest.mark.parametrize("key", list(CASES), ids=lambda k: f"{k[0]}-{k[1]}")
 def test_message_is_valid_dicom_audit_xml(schema, key):
-    message = _message(key)
+    builder, values, _ = CASES[key]
+    data = builder(_context(**values), SOURCE)
+    message = _parse(data)
     assert schema.validate(message), schema.error_log
-    # the bytes parse back to the same message, and are valid too
-    reparsed = etree.fromstring(events.to_bytes(message), PARSER)
-    assert schema.validate(reparsed), schema.error_log
-    assert events.to_bytes(message).startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
+    # written as lxml writes it: serializing the parsed message gives the same bytes
+    assert etree.tostring(message, xml_declaration=True, encoding="UTF-8") == data
 
 
 @pytest.mark.parametrize("key", list(CASES), ids=lambda k: f"{k[0]}-{k[1]}")
@@ -207,8 +214,8 @@ def test_event_identification(key, event_id, action, type_code):
     (12, "12"),
 ])
 def test_outcome_indicator(schema, outcome, indicator):
-    message = events.iti42_registry(
-        _context(outcome=outcome, submission_set_unique_id=SUBMISSION_SET), SOURCE)
+    message = _parse(events.iti42_registry(
+        _context(outcome=outcome, submission_set_unique_id=SUBMISSION_SET), SOURCE))
     assert _one(message, "EventIdentification").get("EventOutcomeIndicator") == indicator
     assert schema.validate(message)
 
@@ -242,9 +249,9 @@ def test_registry_import_participants():
 
 
 def test_anonymous_reply_to():
-    message = events.iti41_repository(
+    message = _parse(events.iti41_repository(
         _context(reply_to=None, endpoint_url=REPOSITORY_URL,
-                 submission_set_unique_id=SUBMISSION_SET), SOURCE)
+                 submission_set_unique_id=SUBMISSION_SET), SOURCE))
     assert _participant(message, "110153").get("UserID") == \
         "http://www.w3.org/2005/08/addressing/anonymous"
 
@@ -273,8 +280,8 @@ def test_stored_query_object():
 
 
 def test_stored_query_without_patient(schema):
-    message = events.iti18_registry(_context(patient_id="", query_id=QUERY_ID,
-                                             query_request=QUERY), SOURCE)
+    message = _parse(events.iti18_registry(_context(patient_id="", query_id=QUERY_ID,
+                                                    query_request=QUERY), SOURCE))
     assert not message.xpath("ParticipantObjectIdentification[@ParticipantObjectTypeCode='1']")
     assert schema.validate(message)
     _assert_schematron("ITI-18_110112_mt02_DICOM.sch", message)
@@ -306,9 +313,9 @@ def test_human_requestor(schema):
     person = HumanRequestor("alice@hospital.example", "Alice Doe",
                             (events.Code("HCP", "2.16.756.5.30.1.127.3.10.6",
                                          "Healthcare professional"),))
-    message = events.iti41_repository(
+    message = _parse(events.iti41_repository(
         _context(endpoint_url=REPOSITORY_URL, submission_set_unique_id=SUBMISSION_SET,
-                 human_requestor=person), SOURCE)
+                 human_requestor=person), SOURCE))
     assert schema.validate(message), schema.error_log
     _assert_schematron("ITI-41_110107_mt01_DICOM.sch", message)
     human = _one(message, "ActiveParticipant[@UserID='alice@hospital.example']")
@@ -330,9 +337,9 @@ def test_missing_required_values_are_refused():
 
 
 def test_stored_query_home_community(schema):
-    message = events.iti18_registry(
+    message = _parse(events.iti18_registry(
         _context(query_id=QUERY_ID, query_request=QUERY,
-                 home_community_id="urn:oid:1.3.6.1.4.1.21367.2010.1.2.2045"), SOURCE)
+                 home_community_id="urn:oid:1.3.6.1.4.1.21367.2010.1.2.2045"), SOURCE))
     assert schema.validate(message), schema.error_log
     _assert_schematron("ITI-18_110112_mt02_DICOM.sch", message)
     detail = _one(message, "ParticipantObjectIdentification/ParticipantObjectDetail"
@@ -345,8 +352,8 @@ def test_stored_query_home_community(schema):
 @pytest.mark.parametrize("builder, type_code", [
     (events.application_start, "110120"), (events.application_stop, "110121")])
 def test_application_activity(schema, builder, type_code):
-    message = builder("xds-registry", SOURCE, process_id="4242", launcher="root",
-                      time=TIME, address="192.0.2.1")
+    message = _parse(builder("xds-registry", SOURCE, process_id="4242", launcher="root",
+                             time=TIME, address="192.0.2.1"))
     assert schema.validate(message), schema.error_log
     event = _one(message, "EventIdentification")
     assert event.get("EventActionCode") == "E"
@@ -364,15 +371,15 @@ def test_application_activity(schema, builder, type_code):
 
 
 def test_application_start_defaults(schema):
-    message = events.application_start("xds-registry", SOURCE)
+    message = _parse(events.application_start("xds-registry", SOURCE))
     assert schema.validate(message), schema.error_log
     assert _participant(message, "110150").get("AlternativeUserID")
     assert not message.xpath("ActiveParticipant[RoleIDCode/@csd-code='110151']")
 
 
 def test_security_alert_for_rejected_authentication(schema):
-    message = events.security_alert(
-        _context(outcome=8, patient_id=""), SOURCE, reason="TLS client certificate not trusted")
+    message = _parse(events.security_alert(
+        _context(outcome=8, patient_id=""), SOURCE, reason="TLS client certificate not trusted"))
     assert schema.validate(message), schema.error_log
     event = _one(message, "EventIdentification")
     assert _one(event, "EventID").get("csd-code") == "110113"
@@ -401,7 +408,103 @@ def test_context_from_soap_request():
                                       patient_id=PATIENT, submission_set_unique_id=SUBMISSION_SET)
     assert (ctx.action, ctx.message_id, ctx.reply_to, ctx.client_address) == (
         "urn:ihe:iti:2007:RegisterDocumentSet-b", "urn:uuid:abcd", REPLY_TO, "198.51.100.7")
-    message = events.iti42_registry(ctx, SOURCE)
+    message = _parse(events.iti42_registry(ctx, SOURCE))
     assert _one(message, "EventIdentification").get("EventOutcomeIndicator") == "8"
     assert _participant(message, "110153").get("NetworkAccessPointID") == "198.51.100.7"
     _assert_schematron("ITI-42_110107_mt01_DICOM.sch", message)
+
+
+# --- values from clients: escaped, never ill-formed ------------------------------------------
+
+# Markup characters, quotes, whitespace that attribute-value normalization would turn into
+# spaces, non-ASCII, and characters XML 1.0 does not allow at all (C0 controls, a lone
+# surrogate, U+FFFE/U+FFFF): a certificate subject, a wsa:ReplyTo or a patient id may hold any.
+HOSTILE = "a&b<c>d\"e'f\tg\nh\ri\r\nj]]>k&amp;l&#10;m 紹介状 😀 \x7f\x85\u2028"
+NOT_XML = "\x00\x01\x08\x0b\x0c\x1b\x1f\ud800\udfff\ufffe\uffff"
+
+
+def _replaced(value: str) -> str:
+    """What a message holds for `value`: U+FFFD for each character XML 1.0 does not allow."""
+    return "".join("\ufffd" if c in NOT_XML else c for c in value)
+
+
+@pytest.mark.parametrize("not_xml", ["", NOT_XML], ids=["markup", "markup+invalid"])
+def test_hostile_values_are_escaped_and_round_trip(schema, not_xml):
+    value = HOSTILE + not_xml
+    ctx = _context(
+        reply_to=f"http://x/{value}", client_address=value, client_certificate=f"CN={value}",
+        endpoint_url=f"https://registry.example.org/{value}", server_address=value,
+        outcome="Failure", outcome_description=f"refused: {value}", patient_id=f"P{value}",
+        query_id=f"urn:uuid:{value}", query_request=value.encode("utf-8", "surrogatepass"),
+        query_encoding=value, home_community_id=value, process_id=value,
+        human_requestor=HumanRequestor(f"u{value}", f"n{value}",
+                                       (events.Code(f"c{value}", f"s{value}", f"t{value}"),)))
+    expected = _replaced(value)
+    message = _parse(events.iti18_registry(ctx, SOURCE))
+    assert schema.validate(message), schema.error_log
+    event = _one(message, "EventIdentification")
+    assert event.get("EventOutcomeIndicator") == "8"
+    # carriage returns survive in text too (written as &#13;, which parsing keeps)
+    assert _one(event, "EventOutcomeDescription").text == f"refused: {expected}"
+    source = _participant(message, "110153")
+    assert source.get("UserID") == f"http://x/{expected}"
+    assert source.get("UserName") == f"CN={expected}"
+    assert source.get("NetworkAccessPointID") == expected
+    destination = _participant(message, "110152")
+    assert destination.get("UserID") == f"https://registry.example.org/{expected}"
+    assert destination.get("AlternativeUserID") == expected
+    assert destination.get("NetworkAccessPointID") == expected
+    human = message.findall("ActiveParticipant")[2]
+    assert (human.get("UserID"), human.get("UserName")) == (f"u{expected}", f"n{expected}")
+    assert _one(human, "RoleIDCode").attrib == {
+        "csd-code": f"c{expected}", "codeSystemName": f"s{expected}", "originalText": f"t{expected}"}
+    patient = _one(message, "ParticipantObjectIdentification[@ParticipantObjectTypeCode='1']")
+    assert patient.get("ParticipantObjectID") == f"P{expected}"
+    query = _one(message, "ParticipantObjectIdentification[@ParticipantObjectTypeCodeRole='24']")
+    assert query.get("ParticipantObjectID") == f"urn:uuid:{expected}"
+    # base64 values are data, kept as they were (but a lone surrogate, which UTF-8 cannot hold)
+    assert base64.b64decode(_one(query, "ParticipantObjectQuery").text) == \
+        value.encode("utf-8", "surrogatepass")
+    details = {d.get("type"): base64.b64decode(d.get("value")).decode("utf-8")
+               for d in query.iter("ParticipantObjectDetail")}
+    kept = value.replace("\ud800", "\ufffd").replace("\udfff", "\ufffd")
+    assert details == {"QueryEncoding": kept, "urn:ihe:iti:xca:2010:homeCommunityId": kept}
+
+
+@pytest.mark.parametrize("build", [
+    lambda ctx, value: events.iti42_registry(ctx, SOURCE),
+    lambda ctx, value: events.iti41_repository(ctx, SOURCE),
+    lambda ctx, value: events.iti42_repository(ctx, SOURCE),
+    lambda ctx, value: events.iti43_repository(ctx, SOURCE),
+    lambda ctx, value: events.security_alert(ctx, SOURCE, reason=value),
+    lambda ctx, value: events.application_start(value, AuditSource(value, value), launcher=value,
+                                                process_id=value, address=value, outcome=8),
+    lambda ctx, value: events.application_stop(value, AuditSource(value, value), launcher=value,
+                                               process_id=value, address=value, outcome=8),
+], ids=["iti42-registry", "iti41", "iti42-repository", "iti43", "security-alert", "start", "stop"])
+def test_every_builder_writes_well_formed_xml_whatever_the_values(schema, build):
+    value = HOSTILE + NOT_XML
+    ctx = _context(reply_to=value, client_address=value, client_certificate=value, endpoint_url=value,
+                   outcome=8, outcome_description=value, patient_id=value, submission_set_unique_id=value,
+                   documents=[DocumentRef(value, value, value)], process_id=value,
+                   human_requestor=HumanRequestor(value, value))
+    data = build(ctx, value)
+    message = _parse(data)
+    assert schema.validate(message), schema.error_log
+    expected = _replaced(value)
+    values = [v for element in message.iter() for k, v in element.attrib.items()
+              if k not in ("csd-code", "codeSystemName", "originalText", "type", "value")
+              and (value[:3] in v or expected[:3] in v)]
+    assert values and all(expected in v for v in values), values
+    # a value cannot forge the outcome the audit trail reads from the bytes
+    assert b'EventOutcomeIndicator="0"' not in data
+
+
+def test_a_value_cannot_forge_the_outcome():
+    forged = 'x" EventOutcomeIndicator="0" y="'
+    data = events.iti42_registry(_context(outcome="Failure", submission_set_unique_id=SUBMISSION_SET,
+                                          reply_to=forged, patient_id=forged), SOURCE)
+    assert b'EventOutcomeIndicator="0"' not in data
+    message = _parse(data)
+    assert _one(message, "EventIdentification").get("EventOutcomeIndicator") == "8"
+    assert _participant(message, "110153").get("UserID") == forged

@@ -107,7 +107,7 @@ def test_tls_messages_are_stored_with_the_peer(arr, engine, pki):
     assert (first.transport, first.sender_address, first.tls_peer) == (
         "tls", "127.0.0.1", pki["hospital"].subject)
     assert first.sender_port > 0
-    assert first.message == events.to_bytes(retrieve_event())
+    assert first.message == retrieve_event()
     assert (first.event_id, first.event_action, first.user_name, first.source_address) == (
         "110106", "R", "山田 太郎", "10.1.2.3")
     assert first.patients == [PATIENT] and first.documents == ["1.2.392.1.1", "1.2.392.1.2"]

@@ -39,23 +39,25 @@ T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
 
 def retrieve_event(*, patient: str = PATIENT, documents=("1.2.392.1.1", "1.2.392.1.2"), time: dt.datetime = T0,
                    requestor: events.HumanRequestor | None = DOCTOR, client: str = "10.1.2.3",
-                   patient_name: str | None = None) -> etree._Element:
+                   patient_name: str | None = None) -> bytes:
     """ITI-43 Retrieve Document Set at the repository (Export, R); with `patient_name` the
-    patient object also carries a ParticipantObjectName."""
+    patient object also carries a ParticipantObjectName (which the builder does not write)."""
     ctx = events.TransactionContext(
         client_address=client, endpoint_url="https://repository.kmix.example/repository",
         patient_id=patient, documents=[events.DocumentRef(d, "1.2.392.9") for d in documents],
         human_requestor=requestor, time=time, client_certificate="CN=consumer,O=Kagawa Hospital")
     message = events.iti43_repository(ctx, SOURCE)
     if patient_name:
-        for element in message.iter("ParticipantObjectIdentification"):
+        root = etree.fromstring(message)
+        for element in root.iter("ParticipantObjectIdentification"):
             if element.get("ParticipantObjectTypeCodeRole") == "1":
                 # ParticipantObjectName comes after the IDTypeCode (DICOM PS3.15 A.5.1).
                 etree.SubElement(element, "ParticipantObjectName").text = patient_name
+        message = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
     return message
 
 
-def query_event(*, patient: str = PATIENT, time: dt.datetime = T0) -> etree._Element:
+def query_event(*, patient: str = PATIENT, time: dt.datetime = T0) -> bytes:
     """ITI-18 Registry Stored Query at the registry (Query, E)."""
     ctx = events.TransactionContext(
         client_address="10.9.9.9", endpoint_url="https://registry.kmix.example/registry", patient_id=patient,
@@ -64,7 +66,7 @@ def query_event(*, patient: str = PATIENT, time: dt.datetime = T0) -> etree._Ele
     return events.iti18_registry(ctx, events.AuditSource("KMIX-REGISTRY"))
 
 
-def submit_event(*, patient: str = PATIENT, time: dt.datetime = T0) -> etree._Element:
+def submit_event(*, patient: str = PATIENT, time: dt.datetime = T0) -> bytes:
     """ITI-41 Provide and Register at the repository (Import, C)."""
     ctx = events.TransactionContext(
         client_address="10.5.5.5", endpoint_url="https://repository.kmix.example/repository", patient_id=patient,
@@ -73,12 +75,11 @@ def submit_event(*, patient: str = PATIENT, time: dt.datetime = T0) -> etree._El
     return events.iti41_repository(ctx, SOURCE)
 
 
-def syslog_message(message: etree._Element | bytes, *, hostname: str = "repository-1") -> bytes:
-    data = message if isinstance(message, bytes) else events.to_bytes(message)
-    return syslog.format_message(data, hostname=hostname, app_name="xds-affinity", procid="4242")
+def syslog_message(message: bytes, *, hostname: str = "repository-1") -> bytes:
+    return syslog.format_message(message, hostname=hostname, app_name="xds-affinity", procid="4242")
 
 
-def reception(message: etree._Element | bytes, **values) -> Reception:
+def reception(message: bytes, **values) -> Reception:
     values.setdefault("transport", "tcp")
     values.setdefault("sender_address", "192.0.2.10")
     values.setdefault("sender_port", 50000)
@@ -109,7 +110,7 @@ def test_fields_of_a_retrieve_are_read():
     assert record.patients == [PATIENT]
     assert record.documents == ["1.2.392.1.1", "1.2.392.1.2"]
     assert record.tls_peer == "CN=repository-1,O=KMIX"
-    assert record.message == events.to_bytes(retrieve_event())
+    assert record.message == retrieve_event()
 
 
 def test_without_a_person_the_requesting_system_is_the_user():
@@ -495,8 +496,8 @@ def test_cli_search_xml(history, xds):
     assert comment.startswith("<!-- audit record 3, received ")
     root = etree.fromstring(message.strip().encode("utf-8"))
     assert root.tag == "AuditMessage"
-    assert etree.tostring(root) == etree.tostring(etree.fromstring(events.to_bytes(
-        retrieve_event(time=T0 + dt.timedelta(hours=2), documents=("1.2.392.1.1",)))))
+    assert etree.tostring(root) == etree.tostring(etree.fromstring(
+        retrieve_event(time=T0 + dt.timedelta(hours=2), documents=("1.2.392.1.1",))))
 
 
 def test_cli_patient_report(history, xds):

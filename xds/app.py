@@ -82,8 +82,8 @@ class Server:
             # What a monitor needs to see an Audit Record Repository that stopped taking records
             # before the spool fills: the records waiting, and those refused so far.
             state = self.audit.spool.state()
-            health["audit"] = {"waiting": self.audit.spool.pending(), "bytes": state["bytes"],
-                               "refused": state["refused"], "full": bool(state["full"])}
+            health["audit"] = {"waiting_bytes": state["bytes"], "refused": state["refused"],
+                               "full": bool(state["full"])}
         body = json.dumps(health)
         start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
         return [body.encode()]

@@ -99,7 +99,7 @@ class Settings:
 
     @property
     def audit_spool(self) -> Path:
-        return Path(self.data_dir) / "audit-spool.sqlite3"
+        return Path(self.data_dir) / "audit-spool"
 
 
 def load(config_file: str | os.PathLike | None = None, env: dict | None = None) -> Settings:

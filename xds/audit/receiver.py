@@ -446,7 +446,7 @@ class AuditRecordRepository:
             # certificate (as xds.serve records it).
             outcome=events.EventOutcome.MINOR_FAILURE, outcome_description=reason)
         alert = events.security_alert(ctx, self.source, reason=reason)
-        raw = syslog.format_message(events.to_bytes(alert), hostname=socket.gethostname(), app_name=APP_NAME,
+        raw = syslog.format_message(alert, hostname=socket.gethostname(), app_name=APP_NAME,
                                     procid=str(os.getpid()), severity=syslog.SEVERITY_WARNING)
         self.store([Reception(raw, "local", address, port)])
 

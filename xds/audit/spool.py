@@ -1,170 +1,355 @@
 """The durable spool audit records wait in until every destination has them.
 
-A record is committed here, in the transaction's own request, before the client has its answer;
-sending happens later, in the background (xds.audit.trail). The spool is an SQLite file of its
-own under the data directory, whatever database the registry uses: it must work when that
-database is down, and it is written by every worker process of the server.
+A record is written here, in the transaction's own request, before the client has its answer;
+sending happens later, in the background (xds.audit.trail). The spool is a folder of its own
+under the data directory, whatever database the registry uses: it must work when that database
+is down, and it is written by every worker process of the server. It costs a request one
+``os.write``: an audit record must not slow the transaction it records (the ITI-18 query it
+records takes well under a millisecond).
 
-Each destination keeps a cursor: the sequence number of the last record it has. A record is
-deleted once every configured destination's cursor has passed it, so a destination that is down
-keeps its records while the others go on, and gets them in order when it returns.
+Layout. Each process appends to a segment of its own, ``<time>-<pid>.log``, one record after
+the other, each framed as length, CRC-32 and time of writing (``_FRAME``). While a process
+writes a segment it holds an exclusive flock on it; it starts a new segment when the current
+one passes ``segment_bytes``. A segment whose lock is free is sealed: nobody will write to it
+again. A new segment is created as ``.new``, locked, then renamed, so no reader sees it
+unlocked before its writer has it.
 
-The spool is bounded (max_bytes of messages). When a record would pass the bound it is refused
-and counted, the refusal is logged as an error, and once per episode a record of the caller's
-choosing (a security alert) is let in above the bound, so the Audit Record Repository learns
-that records were lost.
+Each destination keeps a cursor, ``cursor-<destination>.json``: how far it has read each
+segment. A sealed segment is deleted once every configured destination has all of it. Records
+go to a destination in the order they were written, across segments (merged by their time of
+writing; within a segment always in file order). A destination that is down keeps its records
+while the others go on, and gets them in order when it returns; a destination added later gets
+what is still here.
 
-Durability. A record is committed to the WAL before append() returns, so it survives the
-process crashing. It is on the disk once the WAL is fsynced: by append() itself when the spool
-is made with fsync_interval 0, else by sync(), which the trail calls every fsync_interval
-seconds from a background thread. That is group commit: one fsync for all the records of the
-interval instead of one in every request (which cost an ITI-18 query 15% of its time here), at
-the price that a machine crash or power loss can take the last interval's records with it.
-The cursors are written without fsync: losing a cursor's last move sends its records again,
-which is better than waiting for the disk on every batch.
+The bound. ``max_bytes`` bounds the records some destination does not have yet. A writer
+measures that (the segments' sizes against the cursors) at most every RESCAN seconds, and
+whenever its running estimate says a record would not fit; between measurements it counts only
+its own records, so other processes can pass the bound by what they write in RESCAN seconds.
+A record that does not fit is refused and counted (``refused``: one byte per refusal, shared by
+the processes), and once per episode a record of the caller's choosing (a security alert) is let
+in above the bound (the ``full`` marker, created exclusively), so the Audit Record Repository
+learns that records were lost. The episode ends when the waiting records fall to half the bound.
+
+Durability. A record is in the operating system's cache when append() returns, so it survives
+the process being killed. It is on the disk once its segment is fdatasynced: by append() itself
+when the spool is made with fsync_interval 0, else by sync(), which the trail calls every
+fsync_interval seconds from a background thread. That is group commit: one fsync for the
+records of the interval instead of one in every request, at the price that a machine crash or
+power loss can take the last interval's records with it. A record torn by such a crash fails
+its CRC and is skipped, with an error in the log. Cursors are written without fsync: losing a
+cursor's last move sends its records again, which is better than waiting for the disk on every
+batch.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import heapq
+import json
+import logging
 import os
-import sqlite3
+import re
+import struct
 import threading
+import time
+import zlib
 from pathlib import Path
 
-# state.bytes is kept by triggers, so that neither an append nor a purge has to add sizes up.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS record (seq INTEGER PRIMARY KEY AUTOINCREMENT, message BLOB NOT NULL,
-                                   size INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS cursor (destination TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO state VALUES ('bytes', 0), ('refused', 0), ('full', 0);
-CREATE TRIGGER IF NOT EXISTS record_added AFTER INSERT ON record
-    BEGIN UPDATE state SET value = value + NEW.size WHERE name = 'bytes'; END;
-CREATE TRIGGER IF NOT EXISTS record_removed AFTER DELETE ON record
-    BEGIN UPDATE state SET value = value - OLD.size WHERE name = 'bytes'; END;
-"""
+log = logging.getLogger("xds.audit")
+
+_FRAME = struct.Struct(">IIQ")  # message length, CRC-32 of the message, time_ns of writing
+SEGMENT_BYTES = 16 * 1024 * 1024
+RESCAN = 1.0
+READ_BYTES = 256 * 1024  # what a cursor reads of a segment at once (a longer record: all of it)
 
 
 class Spool:
-    def __init__(self, path: str | Path, max_bytes: int, fsync_interval: float = 0.0):
-        self.path = Path(path)
+    def __init__(self, directory: str | Path, destinations: list[str], max_bytes: int,
+                 fsync_interval: float = 0.0):
+        self.directory = Path(directory)
+        self.destinations = list(destinations)
         self.max_bytes = max_bytes
         self.fsync_interval = fsync_interval
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._db().executescript(_SCHEMA)  # idempotent; executescript commits by itself
-
-    # -- connections: one per thread, autocommit, explicit BEGIN IMMEDIATE -----------------------
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={'NORMAL' if self.fsync_interval else 'FULL'}")
-            self._local.db = db
-        return db
-
-    class _Transaction:
-        def __init__(self, db: sqlite3.Connection):
-            self.db = db
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
-            return self.db
-
-        def __exit__(self, kind, value, traceback) -> None:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-    def _transaction(self) -> "Spool._Transaction":
-        return self._Transaction(self._db())
+        # Whole segments are deleted, so a small bound needs small segments to free room.
+        self.segment_bytes = max(4096, min(SEGMENT_BYTES, max_bytes // 8))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # a process's threads share its segment
+        self._fd: int | None = None
+        self._pid = 0
+        self._size = 0
+        self._unsynced = False
+        self._estimate = 0      # waiting bytes as last measured, plus this process's since
+        self._measured_at = float("-inf")
 
     # -- writing ------------------------------------------------------------------------------------
 
     def append(self, message: bytes) -> bool:
-        """Store one record; False when the spool is full (the record is refused and counted)."""
-        with self._transaction() as db:
-            stored = db.execute(
-                "INSERT INTO record (message, size) SELECT ?1, length(?1) "
-                "WHERE (SELECT value FROM state WHERE name = 'bytes') + length(?1) <= ?2",
-                (message, self.max_bytes)).rowcount
-            if not stored:
-                db.execute("UPDATE state SET value = value + 1 WHERE name = 'refused'")
-            return bool(stored)
-
-    def append_alert(self, message: bytes) -> bool:
-        """Store `message` above the bound, once per episode of fullness: True the first time
-        after the spool filled, False while that episode lasts (the alert is in already)."""
-        with self._transaction() as db:
-            if _state(db, "full"):
+        """Keep one record; False when the spool is full (the record is refused and counted)."""
+        record = _FRAME.pack(len(message), zlib.crc32(message), time.time_ns()) + message
+        with self._lock:
+            if not self._fits(len(record)):
+                _add_byte(self.directory / "refused")
                 return False
-            db.execute("INSERT INTO record (message, size) VALUES (?1, length(?1))", (message,))
-            db.execute("UPDATE state SET value = 1 WHERE name = 'full'")
+            self._write(record)
             return True
 
+    def append_alert(self, message: bytes) -> bool:
+        """Keep `message` above the bound, once per episode of fullness: True the first time
+        after the spool filled, False while that episode lasts (the alert is in already)."""
+        try:
+            os.close(os.open(self.directory / "full", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        record = _FRAME.pack(len(message), zlib.crc32(message), time.time_ns()) + message
+        with self._lock:
+            self._write(record)
+        return True
+
+    def _fits(self, size: int) -> bool:
+        now = time.monotonic()
+        if now - self._measured_at > RESCAN or self._estimate + size > self.max_bytes:
+            self._estimate, self._measured_at = self.waiting(), now
+        if self._estimate + size > self.max_bytes:
+            return False
+        self._estimate += size
+        return True
+
+    def _write(self, record: bytes) -> None:
+        if self._fd is None or self._pid != os.getpid() or self._size >= self.segment_bytes:
+            self._new_segment()
+        written = os.write(self._fd, record)
+        self._size += written
+        if written < len(record):  # a full disk: seal the torn record at this segment's end
+            self._size = self.segment_bytes
+            raise OSError(f"audit spool {self.directory}: short write ({written} of {len(record)} bytes)")
+        if self.fsync_interval:
+            self._unsynced = True
+        else:
+            os.fdatasync(self._fd)
+
+    def _new_segment(self) -> None:
+        name = f"{time.time_ns():020d}-{os.getpid()}"
+        new = self.directory / f"{name}.new"
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(new, self.directory / f"{name}.log")
+        _fsync_directory(self.directory)  # the segment's name survives a crash too
+        old, inherited = self._fd, self._pid != os.getpid()
+        self._fd, self._pid, self._size = fd, os.getpid(), 0
+        if old is not None:
+            if self._unsynced and not inherited:
+                os.fdatasync(old)
+            os.close(old)  # seals it (a forked child's copy: the parent still holds it)
+        self._unsynced = False
+
     def sync(self) -> None:
-        """fsync what has been committed (the WAL): see Durability above."""
-        for suffix in ("-wal", ""):
+        """fdatasync this process's segment if it has unsynced records (see Durability)."""
+        with self._lock:
+            if not self._unsynced or self._fd is None or self._pid != os.getpid():
+                return
+            self._unsynced = False
+            fd = os.dup(self._fd)  # a rotation may close the original meanwhile
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def cursor(self, destination: str) -> "Cursor":
+        return Cursor(self, destination)
+
+    def segments(self) -> list[str]:
+        """The segments' names, oldest first."""
+        return sorted(entry.name for entry in os.scandir(self.directory) if entry.name.endswith(".log"))
+
+    def positions(self, destination: str) -> dict[str, int]:
+        """How far `destination` has each segment (a missing segment: not at all)."""
+        try:
+            return json.loads((self.directory / _cursor_name(destination)).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _sizes(self) -> dict[str, int]:
+        sizes = {}
+        for name in self.segments():
             try:
-                fd = os.open(str(self.path) + suffix, os.O_RDONLY)
+                sizes[name] = os.stat(self.directory / name).st_size
             except FileNotFoundError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                pass  # deleted meanwhile
+        return sizes
 
-    # -- delivering ---------------------------------------------------------------------------------
+    def waiting(self) -> int:
+        """Bytes of records some destination does not have yet; ends a full episode when they
+        fall to half the bound."""
+        marks = [self.positions(destination) for destination in self.destinations]
+        waiting = sum(size - min((mark.get(name, 0) for mark in marks), default=size)
+                      for name, size in self._sizes().items())
+        if waiting <= self.max_bytes // 2:
+            _remove(self.directory / "full")
+        return waiting
 
-    def cursor(self, destination: str) -> int:
-        """The last record `destination` has; a new destination starts with what is here."""
-        db = self._db()
-        row = db.execute("SELECT seq FROM cursor WHERE destination = ?", (destination,)).fetchone()
-        if row is not None:
-            return row[0]
-        with self._transaction() as db:
-            first = db.execute("SELECT COALESCE(MIN(seq), 0) - 1 FROM record").fetchone()[0]
-            start = max(first, 0)
-            db.execute("INSERT OR IGNORE INTO cursor VALUES (?, ?)", (destination, start))
-            return db.execute("SELECT seq FROM cursor WHERE destination = ?", (destination,)).fetchone()[0]
+    def unsent(self, destination: str) -> list[bytes]:
+        """The records `destination` does not have yet, in order (for looking, not sending)."""
+        reader = Cursor(self, destination)
+        try:
+            return reader.read(limit=1 << 62, max_bytes=1 << 62)
+        finally:
+            reader.close()
 
-    def after(self, seq: int, limit: int = 100) -> list[tuple[int, bytes]]:
-        """Up to `limit` records after `seq`, in order."""
-        return self._db().execute("SELECT seq, message FROM record WHERE seq > ? ORDER BY seq LIMIT ?",
-                                  (seq, limit)).fetchall()
-
-    def delivered(self, destination: str, seq: int, destinations: list[str]) -> None:
-        """`destination` has every record up to `seq`; drop what all `destinations` have."""
-        with self._transaction() as db:
-            db.execute("UPDATE cursor SET seq = ? WHERE destination = ?", (seq, destination))
-            marks = [row[0] for row in db.execute(
-                f"SELECT seq FROM cursor WHERE destination IN ({','.join('?' * len(destinations))})",
-                destinations)]
-            if len(marks) < len(destinations):
-                return  # a destination that has not started yet still needs everything
-            db.execute("DELETE FROM record WHERE seq <= ?", (min(marks),))
-            if _state(db, "full") and _state(db, "bytes") <= self.max_bytes // 2:
-                db.execute("UPDATE state SET value = 0 WHERE name = 'full'")  # the episode is over
-
-    # -- looking --------------------------------------------------------------------------------
-
-    def last_seq(self) -> int:
-        return self._db().execute("SELECT COALESCE(MAX(seq), 0) FROM record").fetchone()[0]
-
-    def pending(self) -> int:
-        """Records some destination does not have yet."""
-        return self._db().execute("SELECT COUNT(*) FROM record").fetchone()[0]
+    def purge(self) -> None:
+        """Delete the sealed segments every destination has whole, and dead processes' .new files."""
+        marks = [self.positions(destination) for destination in self.destinations]
+        for name, size in self._sizes().items():
+            if all(mark.get(name, 0) >= size for mark in marks) and _sealed(self.directory / name):
+                _remove(self.directory / name)
+        for entry in os.scandir(self.directory):
+            # A .new file is unlocked for an instant while it is made: only old ones are dead.
+            if entry.name.endswith(".new") and time.time() - entry.stat().st_mtime > 60 and _sealed(Path(entry.path)):
+                _remove(Path(entry.path))
 
     def state(self) -> dict[str, int]:
-        """bytes held, records refused so far, and whether the spool is in a full episode."""
-        return dict(self._db().execute("SELECT name, value FROM state").fetchall())
+        """bytes waiting, records refused so far (all processes), and whether a full episode lasts."""
+        waiting = self.waiting()
+        try:
+            refused = os.stat(self.directory / "refused").st_size
+        except FileNotFoundError:
+            refused = 0
+        return {"bytes": waiting, "refused": refused, "full": int((self.directory / "full").exists())}
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self.sync()
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
-def _state(db: sqlite3.Connection, name: str) -> int:
-    return db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()[0]
+class Cursor:
+    """One destination's place in the spool: read() the next records, then say how many of
+    them the destination took with advance(); until then read() gives the same ones again."""
+
+    def __init__(self, spool: Spool, destination: str):
+        self.spool = spool
+        self.path = spool.directory / _cursor_name(destination)
+        self.positions = spool.positions(destination)
+        self._files: dict[str, int] = {}
+        self._read: list[tuple[str, int]] = []  # (segment, end offset) of each record read()
+
+    def read(self, limit: int = 100, max_bytes: int = READ_BYTES) -> list[bytes]:
+        """Up to `limit` records after the cursor, oldest first."""
+        runs = []
+        for name in self.spool.segments():
+            run = self._records(name, self.positions.get(name, 0), limit, max_bytes)
+            if run:
+                runs.append(run)
+        # Each run stays in file order (heapq.merge never reorders an input); between runs the
+        # time of writing decides, and equal times compare segment names, never messages.
+        merged = list(heapq.merge(*runs))[:limit]
+        self._read = [(name, end) for _, name, end, _ in merged]
+        return [message for *_, message in merged]
+
+    def advance(self, count: int) -> None:
+        """The first `count` records of the last read() are delivered."""
+        for name, end in self._read[:count]:
+            self.positions[name] = end
+        self._read = []
+        self._save()
+        self.spool.purge()
+
+    def _save(self) -> None:
+        present = set(self.spool.segments())
+        self.positions = {name: end for name, end in self.positions.items() if name in present}
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.positions))
+        os.replace(temporary, self.path)
+
+    def _records(self, name: str, offset: int, limit: int, max_bytes: int) -> list[tuple]:
+        """(time, segment, end offset, message) of the whole records from `offset` on."""
+        fd = self._files.get(name)
+        if fd is None:
+            try:
+                fd = self._files[name] = os.open(self.spool.directory / name, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return []
+        size = os.fstat(fd).st_size
+        if offset >= size:
+            return []
+        data = os.pread(fd, min(max_bytes, size - offset), offset)
+        records, at, latest, stuck = [], 0, 0, False
+        while len(records) < limit and at < len(data):
+            if at + _FRAME.size > len(data):
+                stuck = True
+                break
+            length, crc, written = _FRAME.unpack_from(data, at)
+            end = at + _FRAME.size + length
+            if end > len(data):
+                if at == 0 and end <= size - offset:  # one record longer than max_bytes
+                    data = os.pread(fd, end, offset)
+                    continue
+                stuck = end > size - offset
+                break
+            message = data[at + _FRAME.size:end]
+            if zlib.crc32(message) != crc:
+                stuck = True
+                break
+            latest = max(latest, written)  # a clock set back must not reorder the run
+            records.append((latest, name, offset + end, message))
+            at = end
+        if stuck and not records and _sealed(self.spool.directory / name):
+            # Not a record, and its writer is gone: torn by a crash (a live writer's record may
+            # just be half-written yet, and is read again later).
+            log.error("audit spool %s: the %d bytes from offset %d of %s are not a whole record "
+                      "(torn by a crash?); skipped", self.spool.directory, size - offset, offset, name)
+            self.positions[name] = size
+            self._save()
+        return records
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files = {}
+
+
+def _cursor_name(destination: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", destination)
+    return f"cursor-{slug}-{hashlib.sha1(destination.encode()).hexdigest()[:8]}.json"
+
+
+def _sealed(path: Path) -> bool:
+    """Nobody writes `path` any more: its writer's lock is free (taken and let go at once)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _add_byte(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, b"x")
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

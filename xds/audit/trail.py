@@ -4,16 +4,17 @@
     trail.start()                                   # background delivery
     trail.record(events.iti18_registry(ctx, trail.source))
 
-record() formats the message as RFC 5424 syslog and commits it to the durable spool
+record() formats the message as RFC 5424 syslog and appends it to the durable spool
 (xds.audit.spool), then returns: the transaction never waits for a network, nor, by default,
-for the disk (a background thread fsyncs the spool every audit_spool_fsync_interval seconds). It never raises
-either: auditing must not break a transaction; a record it cannot keep is logged as an error.
+for the disk (a background thread fdatasyncs the spool every audit_spool_fsync_interval
+seconds). It never raises either: auditing must not break a transaction; a record it cannot
+keep is logged as an error.
 
 Delivery. A server has several worker processes, each with its own trail on the same spool
-file; one process at a time delivers. Each trail's deliverer thread waits for an exclusive lock
+folder; one process at a time delivers. Each trail's deliverer thread waits for an exclusive lock
 on the spool's lock file and, once it has it, keeps it for the life of its process, so when the
 delivering worker ends another takes over where the cursors say. It runs one sender thread per
-destination: each takes the records after its cursor, in order, and moves the cursor when they
+destination: each reads the records after its cursor, in order, and moves the cursor when they
 are sent; a destination that fails is retried with a growing pause (up to RETRY_MAX seconds),
 its records waiting in the spool, and the others are not held up. A sender that wakes for a
 record waits BATCH_WAIT first, so that what comes in meanwhile goes in the same batch and
@@ -33,9 +34,6 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
-
-from lxml import etree
 
 from xds.audit import events, syslog
 from xds.audit.spool import Spool
@@ -58,9 +56,8 @@ class AuditTrail:
         self.source = events.AuditSource(
             audit_source_id=settings.audit_source_id or self.hostname,
             enterprise_site_id=settings.audit_enterprise_site_id)
-        self.spool = (Spool(settings.audit_spool, settings.audit_spool_max_bytes,
+        self.spool = (Spool(settings.audit_spool, destinations, settings.audit_spool_max_bytes,
                             settings.audit_spool_fsync_interval) if destinations else None)
-        self._unsynced = threading.Event()
         self._wake = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -77,22 +74,20 @@ class AuditTrail:
 
     # -- recording ----------------------------------------------------------------------------------
 
-    def record(self, message: etree._Element) -> None:
-        """Keep `message` (an AuditMessage) for delivery to every destination."""
+    def record(self, message: bytes) -> None:
+        """Keep `message` (an AuditMessage, as xds.audit.events writes it) for delivery to
+        every destination."""
         if self.spool is None:
             return
         try:
-            outcome = message.find("EventIdentification").get("EventOutcomeIndicator", "0")
+            success = message.find(b'EventOutcomeIndicator="0"', 0, 1024) >= 0
             frame = syslog.format_message(
-                events.to_bytes(message), hostname=self.hostname, app_name=APP_NAME,
-                procid=str(os.getpid()),
-                severity=syslog.SEVERITY_NOTICE if outcome == "0" else syslog.SEVERITY_WARNING)
-            if self.spool.append(frame):
-                self._unsynced.set()
-            else:
+                message, hostname=self.hostname, app_name=APP_NAME, procid=str(os.getpid()),
+                severity=syslog.SEVERITY_NOTICE if success else syslog.SEVERITY_WARNING)
+            if not self.spool.append(frame):
                 self._spool_full()
         except Exception:
-            log.exception("AUDIT RECORD LOST: it could not be written to the spool %s", self.spool.path)
+            log.exception("AUDIT RECORD LOST: it could not be written to the spool %s", self.spool.directory)
             return
         with self._wake:
             self._wake.notify_all()
@@ -107,17 +102,17 @@ class AuditTrail:
     def _log_spool_full(self, state: dict) -> None:
         log.error("AUDIT SPOOL FULL (%s, %d bytes, limit %d): audit record refused, %d refused "
                   "so far; the destinations %s are not taking records",
-                  self.spool.path, state["bytes"], self.spool.max_bytes, state["refused"],
+                  self.spool.directory, state["bytes"], self.spool.max_bytes, state["refused"],
                   ", ".join(self.destinations))
 
     def _alert_spool_full(self, state: dict) -> None:
         ctx = events.TransactionContext(
-            endpoint_url=f"file://{self.hostname}{Path(self.spool.path).resolve()}",
+            endpoint_url=f"file://{self.hostname}{self.spool.directory.resolve()}",
             server_address=self.hostname, outcome=8,
             outcome_description=f"audit spool full: {state['refused']} audit records lost")
         alert = events.security_alert(ctx, self.source, reason="audit spool full: audit records are being lost",
                                       type_code=events.AUDIT_RECORDING_STOPPED)
-        frame = syslog.format_message(events.to_bytes(alert), hostname=self.hostname, app_name=APP_NAME,
+        frame = syslog.format_message(alert, hostname=self.hostname, app_name=APP_NAME,
                                       procid=str(os.getpid()), severity=syslog.SEVERITY_WARNING)
         self.spool.append_alert(frame)
 
@@ -136,15 +131,13 @@ class AuditTrail:
         """Group commit: fsync the spool when this process has added to it (xds.audit.spool)."""
         interval = self.spool.fsync_interval
         while interval and not self._stopping.wait(interval):
-            if self._unsynced.is_set():
-                self._unsynced.clear()
-                try:
-                    self.spool.sync()
-                except OSError:
-                    log.exception("cannot fsync the audit spool %s", self.spool.path)
+            try:
+                self.spool.sync()
+            except OSError:
+                log.exception("cannot fsync the audit spool %s", self.spool.directory)
 
     def _deliver(self) -> None:
-        lock_path = Path(str(self.spool.path) + ".lock")
+        lock_path = self.spool.directory / "deliver.lock"
         self._lock_file = open(lock_path, "a+b")
         while not self._stopping.is_set():
             try:
@@ -162,38 +155,34 @@ class AuditTrail:
 
     def _send_loop(self, url: str) -> None:
         destination = connect(url, self.settings)
-        spool = self.spool
+        cursor = self.spool.cursor(url)
         pause = RETRY_MIN
         try:
-            seq = spool.cursor(url)
             while not self._stopping.is_set():
-                batch = spool.after(seq)
+                batch = cursor.read()
                 if not batch:
                     with self._wake:
                         self._wake.wait(POLL)
-                    if spool.after(seq, 1):
-                        self._stopping.wait(BATCH_WAIT)
+                    self._stopping.wait(BATCH_WAIT)  # what comes in meanwhile joins the batch
                     continue
                 try:
-                    skipped = destination.send_batch([message for _, message in batch])
+                    skipped = destination.send_batch(batch)
                 except SendError as exc:
-                    if exc.sent:
-                        seq = batch[exc.sent - 1][0]
-                        spool.delivered(url, seq, self.destinations)
-                    log.warning("audit destination %s: %s; %d records wait, retry in %.1f s",
-                                url, exc, spool.last_seq() - seq, pause)
+                    cursor.advance(exc.sent)
+                    log.warning("audit destination %s: %s; %d bytes of records wait, retry in %.1f s",
+                                url, exc, self.spool.waiting(), pause)
                     self._stopping.wait(pause)
                     pause = min(pause * 2, RETRY_MAX)
                     continue
                 for index, reason in skipped:
-                    log.error("audit record %d cannot go to %s: %s", batch[index][0], url, reason)
-                seq, pause = batch[-1][0], RETRY_MIN
-                spool.delivered(url, seq, self.destinations)
+                    log.error("audit record %d of a batch cannot go to %s: %s", index, url, reason)
+                cursor.advance(len(batch))
+                pause = RETRY_MIN
         except Exception:
             log.exception("audit sender for %s stopped", url)
         finally:
             destination.close()
-            spool.close()
+            cursor.close()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every destination has every record; False if `timeout` passed first."""
@@ -201,12 +190,10 @@ class AuditTrail:
             return True
         with self._wake:
             self._wake.notify_all()
-        return _wait_for(lambda: self.spool.pending() == 0, timeout, self._stopping)
+        return _wait_for(lambda: self.spool.waiting() == 0, timeout, self._stopping)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the threads (records not yet sent stay in the spool for the next start)."""
-        if self.spool is not None and self._unsynced.is_set():
-            self.spool.sync()
         self._stopping.set()
         with self._wake:
             self._wake.notify_all()
@@ -217,7 +204,7 @@ class AuditTrail:
             self._lock_file.close()
             self._lock_file = None
         if self.spool is not None:
-            self.spool.close()  # this thread's connection (the senders' went with them)
+            self.spool.close()  # fdatasyncs and seals this process's segment
 
 
 def _wait_for(condition, timeout: float, stopping: threading.Event) -> bool:
