@@ -90,17 +90,33 @@ def test_records_of_several_writers_are_delivered_in_the_order_written(tmp_path)
     assert _deliver(first, a) == [b"record %d" % n for n in range(6)]
 
 
-def test_a_torn_record_of_a_dead_writer_is_skipped(tmp_path, caplog):
+def test_a_record_lost_in_a_crash_is_skipped(tmp_path, caplog):
     a = "tcp://a:601"
     spool = Spool(tmp_path / "spool", [a], max_bytes=10_000)
     assert spool.append(b"whole")
-    spool.close()  # sealed: its writer is gone
+    spool.close()
     (segment,) = spool.segments()
-    with open(tmp_path / "spool" / segment, "ab") as torn:  # a crash in the middle of a write
-        torn.write(b"\x00\x00\x01\x00half a rec")
+    with open(tmp_path / "spool" / segment, "r+b") as crashed:  # the end mark reached the disk,
+        end = int.from_bytes(crashed.read(8), "big")            # the next record's bytes did not
+        crashed.seek(0)
+        crashed.write((end + 40).to_bytes(8, "big"))
     assert _deliver(spool, a) == [b"whole"]
     assert _deliver(spool, a) == [] and "not a whole record" in caplog.text
-    assert spool.waiting() == 0
+    assert spool.waiting() == 0 and spool.segments() == []
+
+
+def test_a_cursor_torn_by_a_crash_falls_back_one_batch(tmp_path):
+    a = "tcp://a:601"
+    spool = Spool(tmp_path / "spool", [a], max_bytes=10_000)
+    for n in range(4):
+        spool.append(b"record %d" % n)
+    _deliver(spool, a, count=1)
+    _deliver(spool, a, count=1)  # the cursor's newest slot: after record 1
+    (cursor_file,) = (tmp_path / "spool").glob("cursor-*")
+    with open(cursor_file, "r+b") as torn:  # the newest slot half written when the power went
+        torn.seek(0)
+        torn.write(b"\xff" * 20)
+    assert spool.unsent(a) == [b"record 1", b"record 2", b"record 3"]  # record 1 goes again
 
 
 def test_a_full_spool_refuses_and_lets_one_alert_in(tmp_path):
@@ -329,12 +345,13 @@ def test_records_survive_the_process_being_killed(tmp_path):
 def test_a_record_that_cannot_be_kept_is_logged_not_raised(tmp_path, caplog, monkeypatch):
     trail = AuditTrail.from_settings(Settings(data_dir=tmp_path, audit_destinations="udp://127.0.0.1:9"))
 
-    def disk_full(fd, data):
+    def disk_full(fd, offset, length):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("xds.audit.spool.os.write", disk_full)
+    monkeypatch.setattr("xds.audit.spool.os.posix_fallocate", disk_full)  # a segment cannot be made
     trail.record(events.application_start("xds", trail.source))  # the transaction calling this goes on
     assert "AUDIT RECORD LOST" in caplog.text and trail.spool.waiting() == 0
+    assert not list((tmp_path / "audit-spool").glob("*.new"))  # nothing half made is left
     trail.close()
 
 

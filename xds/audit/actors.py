@@ -8,6 +8,7 @@ transaction: audit() logs and swallows whatever goes wrong (a record lost is log
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -49,7 +50,18 @@ def audit(trail: AuditTrail, build: Callable[[events.TransactionContext, events.
 
 def endpoint_url(environ: dict) -> str:
     """The URL the request was sent to, as this server saw it."""
-    return request_uri(environ, include_query=False) if environ else ""
+    if not environ:
+        return ""
+    return _endpoint_url(*(environ.get(name) for name in _URL_PARTS))
+
+
+_URL_PARTS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME", "PATH_INFO")
+
+
+@functools.lru_cache(maxsize=256)  # a server's few endpoints; quoting the path is a fifth of a record
+def _endpoint_url(*parts: str | None) -> str:
+    return request_uri({name: part for name, part in zip(_URL_PARTS, parts) if part is not None},
+                       include_query=False)
 
 
 _STATUS = re.compile(rb'\bstatus="([^"]+)"')

@@ -403,8 +403,9 @@ def _event(out: list[str], event_id: Code, action: str, type_codes: Sequence[Cod
     out.append("</EventIdentification>")
 
 
-def _participant(out: list[str], user_id: str, requestor: bool, roles: Sequence[Code] = (), *,
-                 alternative: str = "", name: str = "", address: str = "") -> None:
+@functools.lru_cache(maxsize=1024)  # a node's peers and endpoints are few: most are written once
+def _participant(user_id: str, requestor: bool, roles: tuple[Code, ...] = (), *,
+                 alternative: str = "", name: str = "", address: str = "") -> str:
     element = f'<ActiveParticipant UserID="{_attr(user_id)}"'
     if alternative:
         element += f' AlternativeUserID="{_attr(alternative)}"'
@@ -415,12 +416,8 @@ def _participant(out: list[str], user_id: str, requestor: bool, roles: Sequence[
         element += (f' NetworkAccessPointID="{_attr(address)}"'
                     f' NetworkAccessPointTypeCode="{_access_point_type(address)}"')
     if not roles:
-        out.append(element + "/>")
-        return
-    out.append(element + ">")
-    for role in roles:
-        out.append(role.xml("RoleIDCode"))
-    out.append("</ActiveParticipant>")
+        return element + "/>"
+    return element + ">" + "".join(role.xml("RoleIDCode") for role in roles) + "</ActiveParticipant>"
 
 
 @functools.lru_cache(maxsize=64)  # one source per node
@@ -449,15 +446,15 @@ def build(transaction: str, actor: str, ctx: TransactionContext, source: AuditSo
     _event(out, spec.event_id, spec.action, (spec.type_code,), outcome, ctx.time,
            ctx.outcome_description)
     local_initiator = spec.auditor == "initiator"
-    _participant(out, ctx.reply_to or WSA_ANONYMOUS, True, (spec.initiator_role,),
-                 alternative=ctx.process_id if local_initiator else "",
-                 name=ctx.client_certificate, address=ctx.client_address)
-    _participant(out, ctx.endpoint_url, False, (spec.responder_role,),
-                 alternative="" if local_initiator else ctx.process_id,
-                 address=_server_address(ctx))
+    out.append(_participant(ctx.reply_to or WSA_ANONYMOUS, True, (spec.initiator_role,),
+                                alternative=ctx.process_id if local_initiator else "",
+                                name=ctx.client_certificate, address=ctx.client_address))
+    out.append(_participant(ctx.endpoint_url, False, (spec.responder_role,),
+                                alternative="" if local_initiator else ctx.process_id,
+                                address=_server_address(ctx)))
     if ctx.human_requestor is not None:
         person = ctx.human_requestor
-        _participant(out, person.user_id, True, person.roles, name=person.user_name)
+        out.append(_participant(person.user_id, True, tuple(person.roles), name=person.user_name))
     out.append(_audit_source(source))
     # A request refused for its content may lack what a success must name (no patient id, no
     # submission set): the refusal is recorded all the same, with what it had.
@@ -502,9 +499,9 @@ def _application_activity(type_code: Code, application: str, source: AuditSource
                            time: _dt.datetime | None, address: str) -> bytes:
     out = [_DECLARATION]
     _event(out, APPLICATION_ACTIVITY, "E", (type_code,), outcome_indicator(outcome), time or _now())
-    _participant(out, application, False, (APPLICATION,), alternative=process_id, address=address)
+    out.append(_participant(application, False, (APPLICATION,), alternative=process_id, address=address))
     if launcher:
-        _participant(out, launcher, True, (APPLICATION_LAUNCHER,))
+        out.append(_participant(launcher, True, (APPLICATION_LAUNCHER,)))
     out.append(_audit_source(source))
     out.append(_END)
     return "".join(out).encode("utf-8")
@@ -538,9 +535,9 @@ def security_alert(ctx: TransactionContext, source: AuditSource, *, reason: str,
     _event(out, SECURITY_ALERT, "E", (type_code,), outcome_indicator(ctx.outcome), ctx.time,
            ctx.outcome_description)
     peer = ctx.human_requestor.user_id if ctx.human_requestor else (ctx.client_address or "unknown")
-    _participant(out, peer, True, address=ctx.client_address)
-    _participant(out, ctx.endpoint_url, False, alternative=ctx.process_id,
-                 address=_server_address(ctx))
+    out.append(_participant(peer, True, address=ctx.client_address))
+    out.append(_participant(ctx.endpoint_url, False, alternative=ctx.process_id,
+                            address=_server_address(ctx)))
     out.append(_audit_source(source))
     _object(out, ctx.endpoint_url, "2", "13", URI, _detail("Alert Description", reason))
     out.append(_END)

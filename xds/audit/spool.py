@@ -14,7 +14,7 @@ one passes ``segment_bytes``. A segment whose lock is free is sealed: nobody wil
 again. A new segment is created as ``.new``, locked, then renamed, so no reader sees it
 unlocked before its writer has it.
 
-Each destination keeps a cursor, ``cursor-<destination>.json``: how far it has read each
+Each destination keeps a cursor, ``cursor-<destination>``: how far it has read each
 segment. A sealed segment is deleted once every configured destination has all of it. Records
 go to a destination in the order they were written, across segments (merged by their time of
 writing; within a segment always in file order). A destination that is down keeps its records
@@ -48,6 +48,7 @@ import hashlib
 import heapq
 import json
 import logging
+import mmap
 import os
 import re
 import struct
@@ -58,9 +59,11 @@ from pathlib import Path
 
 log = logging.getLogger("xds.audit")
 
+_END = struct.Struct(">Q")  # a segment's first 8 bytes: where its records end
 _FRAME = struct.Struct(">IIQ")  # message length, CRC-32 of the message, time_ns of writing
 SEGMENT_BYTES = 16 * 1024 * 1024
-RESCAN = 1.0
+RESCAN = 1.0  # seconds between a writer's measurements of the waiting records
+PURGE_INTERVAL = 1.0  # seconds between a cursor's looks for segments to delete
 READ_BYTES = 256 * 1024  # what a cursor reads of a segment at once (a longer record: all of it)
 
 
@@ -76,8 +79,9 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # a process's threads share its segment
         self._fd: int | None = None
+        self._map: mmap.mmap | None = None
         self._pid = 0
-        self._size = 0
+        self._end = self._capacity = 0
         self._unsynced = False
         self._estimate = 0      # waiting bytes as last measured, plus this process's since
         self._measured_at = float("-inf")
@@ -116,31 +120,42 @@ class Spool:
         return True
 
     def _write(self, record: bytes) -> None:
-        if self._fd is None or self._pid != os.getpid() or self._size >= self.segment_bytes:
-            self._new_segment()
-        written = os.write(self._fd, record)
-        self._size += written
-        if written < len(record):  # a full disk: seal the torn record at this segment's end
-            self._size = self.segment_bytes
-            raise OSError(f"audit spool {self.directory}: short write ({written} of {len(record)} bytes)")
+        if self._map is None or self._pid != os.getpid() or self._end + len(record) > self._capacity:
+            self._new_segment(len(record))
+        end = self._end + len(record)
+        self._map[self._end:end] = record
+        _END.pack_into(self._map, 0, end)  # after the record: a reader never sees half of one
+        self._end = end
         if self.fsync_interval:
             self._unsynced = True
         else:
             os.fdatasync(self._fd)
 
-    def _new_segment(self) -> None:
+    def _new_segment(self, record_bytes: int) -> None:
         name = f"{time.time_ns():020d}-{os.getpid()}"
         new = self.directory / f"{name}.new"
-        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(new, self.directory / f"{name}.log")
+        capacity = max(self.segment_bytes, _END.size + record_bytes)
+        fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Reserved now, so a full disk is an error here rather than a SIGBUS in a write.
+            os.posix_fallocate(fd, 0, capacity)
+            segment = mmap.mmap(fd, capacity)
+            _END.pack_into(segment, 0, _END.size)
+            os.rename(new, self.directory / f"{name}.log")
+        except BaseException:
+            os.close(fd)
+            _remove(new)
+            raise
         _fsync_directory(self.directory)  # the segment's name survives a crash too
-        old, inherited = self._fd, self._pid != os.getpid()
-        self._fd, self._pid, self._size = fd, os.getpid(), 0
-        if old is not None:
+        old_fd, old_map, inherited = self._fd, self._map, self._pid != os.getpid()
+        self._fd, self._map, self._pid = fd, segment, os.getpid()
+        self._end, self._capacity = _END.size, capacity
+        if old_fd is not None:
             if self._unsynced and not inherited:
-                os.fdatasync(old)
-            os.close(old)  # seals it (a forked child's copy: the parent still holds it)
+                os.fdatasync(old_fd)
+            old_map.close()
+            os.close(old_fd)  # seals it (a forked child's copy: the parent still holds it)
         self._unsynced = False
 
     def sync(self) -> None:
@@ -166,26 +181,32 @@ class Spool:
 
     def positions(self, destination: str) -> dict[str, int]:
         """How far `destination` has each segment (a missing segment: not at all)."""
-        try:
-            return json.loads((self.directory / _cursor_name(destination)).read_text())
-        except (FileNotFoundError, ValueError):
+        path = self.directory / _cursor_name(destination)
+        if not path.exists():
             return {}
+        with _CursorFile(path) as file:
+            return file.load()
 
-    def _sizes(self) -> dict[str, int]:
-        sizes = {}
+    def _ends(self) -> dict[str, int]:
+        """Where each segment's records end (the first 8 bytes of each)."""
+        ends = {}
         for name in self.segments():
             try:
-                sizes[name] = os.stat(self.directory / name).st_size
+                fd = os.open(self.directory / name, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                pass  # deleted meanwhile
-        return sizes
+                continue  # deleted meanwhile
+            try:
+                ends[name] = _segment_end(fd)
+            finally:
+                os.close(fd)
+        return ends
 
     def waiting(self) -> int:
         """Bytes of records some destination does not have yet; ends a full episode when they
         fall to half the bound."""
         marks = [self.positions(destination) for destination in self.destinations]
-        waiting = sum(size - min((mark.get(name, 0) for mark in marks), default=size)
-                      for name, size in self._sizes().items())
+        waiting = sum(end - min((mark.get(name, _END.size) for mark in marks), default=end)
+                      for name, end in self._ends().items())
         if waiting <= self.max_bytes // 2:
             _remove(self.directory / "full")
         return waiting
@@ -201,8 +222,8 @@ class Spool:
     def purge(self) -> None:
         """Delete the sealed segments every destination has whole, and dead processes' .new files."""
         marks = [self.positions(destination) for destination in self.destinations]
-        for name, size in self._sizes().items():
-            if all(mark.get(name, 0) >= size for mark in marks) and _sealed(self.directory / name):
+        for name, end in self._ends().items():
+            if all(mark.get(name, _END.size) >= end for mark in marks) and _sealed(self.directory / name):
                 _remove(self.directory / name)
         for entry in os.scandir(self.directory):
             # A .new file is unlocked for an instant while it is made: only old ones are dead.
@@ -221,9 +242,10 @@ class Spool:
     def close(self) -> None:
         self.sync()
         with self._lock:
-            if self._fd is not None:
+            if self._fd is not None and self._pid == os.getpid():
+                self._map.close()
                 os.close(self._fd)
-                self._fd = None
+            self._fd = self._map = None
 
 
 class Cursor:
@@ -232,8 +254,9 @@ class Cursor:
 
     def __init__(self, spool: Spool, destination: str):
         self.spool = spool
-        self.path = spool.directory / _cursor_name(destination)
-        self.positions = spool.positions(destination)
+        self._file = _CursorFile(spool.directory / _cursor_name(destination))
+        self.positions = self._file.load()
+        self._purged_at = float("-inf")
         self._files: dict[str, int] = {}
         self._read: list[tuple[str, int]] = []  # (segment, end offset) of each record read()
 
@@ -241,7 +264,7 @@ class Cursor:
         """Up to `limit` records after the cursor, oldest first."""
         runs = []
         for name in self.spool.segments():
-            run = self._records(name, self.positions.get(name, 0), limit, max_bytes)
+            run = self._records(name, self.positions.get(name, _END.size), limit, max_bytes)
             if run:
                 runs.append(run)
         # Each run stays in file order (heapq.merge never reorders an input); between runs the
@@ -256,14 +279,14 @@ class Cursor:
             self.positions[name] = end
         self._read = []
         self._save()
-        self.spool.purge()
+        if time.monotonic() - self._purged_at > PURGE_INTERVAL:
+            self.spool.purge()
+            self._purged_at = time.monotonic()
 
     def _save(self) -> None:
         present = set(self.spool.segments())
         self.positions = {name: end for name, end in self.positions.items() if name in present}
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.positions))
-        os.replace(temporary, self.path)
+        self._file.save(self.positions)
 
     def _records(self, name: str, offset: int, limit: int, max_bytes: int) -> list[tuple]:
         """(time, segment, end offset, message) of the whole records from `offset` on."""
@@ -273,36 +296,33 @@ class Cursor:
                 fd = self._files[name] = os.open(self.spool.directory / name, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 return []
-        size = os.fstat(fd).st_size
-        if offset >= size:
+        end = _segment_end(fd)
+        if offset >= end:
             return []
-        data = os.pread(fd, min(max_bytes, size - offset), offset)
-        records, at, latest, stuck = [], 0, 0, False
+        data = os.pread(fd, min(max_bytes, end - offset), offset)
+        records, at, latest, bad = [], 0, 0, False
         while len(records) < limit and at < len(data):
-            if at + _FRAME.size > len(data):
-                stuck = True
+            length, crc, written = _FRAME.unpack_from(data, at) if at + _FRAME.size <= len(data) else (0, 0, 0)
+            stop = at + _FRAME.size + length
+            if stop > len(data) and at == 0 and stop <= end - offset:  # one record longer than max_bytes
+                data = os.pread(fd, stop, offset)
+                continue
+            if stop > len(data):
+                bad = stop > end - offset  # else: the rest is for the next read
                 break
-            length, crc, written = _FRAME.unpack_from(data, at)
-            end = at + _FRAME.size + length
-            if end > len(data):
-                if at == 0 and end <= size - offset:  # one record longer than max_bytes
-                    data = os.pread(fd, end, offset)
-                    continue
-                stuck = end > size - offset
-                break
-            message = data[at + _FRAME.size:end]
-            if zlib.crc32(message) != crc:
-                stuck = True
+            message = data[at + _FRAME.size:stop]
+            if not length or zlib.crc32(message) != crc:
+                bad = True
                 break
             latest = max(latest, written)  # a clock set back must not reorder the run
-            records.append((latest, name, offset + end, message))
-            at = end
-        if stuck and not records and _sealed(self.spool.directory / name):
-            # Not a record, and its writer is gone: torn by a crash (a live writer's record may
-            # just be half-written yet, and is read again later).
+            records.append((latest, name, offset + stop, message))
+            at = stop
+        if bad and not records:
+            # Records are complete before the segment's end says so: this is a record the
+            # machine lost in a crash (its end mark reached the disk, its bytes did not).
             log.error("audit spool %s: the %d bytes from offset %d of %s are not a whole record "
-                      "(torn by a crash?); skipped", self.spool.directory, size - offset, offset, name)
-            self.positions[name] = size
+                      "(lost in a crash?); skipped", self.spool.directory, end - offset, offset, name)
+            self.positions[name] = end
             self._save()
         return records
 
@@ -310,11 +330,60 @@ class Cursor:
         for fd in self._files.values():
             os.close(fd)
         self._files = {}
+        self._file.close()
+
+
+class _CursorFile:
+    """A cursor's positions on disk, in two slots written in turn, each with its sequence
+    number and CRC: a write torn by a crash leaves the other slot, one batch behind (its records
+    are sent again). One pwrite per batch, no rename, no fsync (see Durability)."""
+
+    SLOT = 1024 * 1024  # room for ~20,000 segments; the file is sparse
+    _HEAD = struct.Struct(">QII")  # sequence, length, CRC-32 of the JSON that follows
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.sequence = 0
+
+    def load(self) -> dict[str, int]:
+        newest, positions = -1, {}
+        for slot in (0, 1):
+            head = os.pread(self.fd, self._HEAD.size, slot * self.SLOT)
+            if len(head) < self._HEAD.size:
+                continue
+            sequence, length, crc = self._HEAD.unpack(head)
+            body = os.pread(self.fd, min(length, self.SLOT), slot * self.SLOT + self._HEAD.size)
+            if length and len(body) == length and zlib.crc32(body) == crc and sequence > newest:
+                newest, positions = sequence, json.loads(body)
+        self.sequence = max(newest, 0)
+        return positions
+
+    def save(self, positions: dict[str, int]) -> None:
+        body = json.dumps(positions, separators=(",", ":")).encode()
+        if self._HEAD.size + len(body) > self.SLOT:
+            raise OSError(f"audit spool cursor: {len(positions)} segments do not fit in its file")
+        self.sequence += 1
+        os.pwrite(self.fd, self._HEAD.pack(self.sequence, len(body), zlib.crc32(body)) + body,
+                  self.sequence % 2 * self.SLOT)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> "_CursorFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _segment_end(fd: int) -> int:
+    head = os.pread(fd, _END.size, 0)
+    return _END.unpack(head)[0] if len(head) == _END.size else _END.size
 
 
 def _cursor_name(destination: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9.-]+", "_", destination)
-    return f"cursor-{slug}-{hashlib.sha1(destination.encode()).hexdigest()[:8]}.json"
+    return f"cursor-{slug}-{hashlib.sha1(destination.encode()).hexdigest()[:8]}"
 
 
 def _sealed(path: Path) -> bool:

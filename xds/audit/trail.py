@@ -45,7 +45,8 @@ log = logging.getLogger("xds.audit")
 APP_NAME = "xds-affinity"
 RETRY_MIN, RETRY_MAX = 0.5, 30.0
 POLL = 0.5  # how often an idle sender looks for records written by other processes
-BATCH_WAIT = 0.02
+BATCH_WAIT = 0.02  # seconds a caught-up sender lets records gather
+BATCH = 100  # records sent at once, at most
 
 
 class AuditTrail:
@@ -159,7 +160,7 @@ class AuditTrail:
         pause = RETRY_MIN
         try:
             while not self._stopping.is_set():
-                batch = cursor.read()
+                batch = cursor.read(BATCH)
                 if not batch:
                     with self._wake:
                         self._wake.wait(POLL)
@@ -178,6 +179,8 @@ class AuditTrail:
                     log.error("audit record %d of a batch cannot go to %s: %s", index, url, reason)
                 cursor.advance(len(batch))
                 pause = RETRY_MIN
+                if len(batch) < BATCH:  # caught up: let records gather rather than send each alone
+                    self._stopping.wait(BATCH_WAIT)
         except Exception:
             log.exception("audit sender for %s stopped", url)
         finally:
