@@ -602,7 +602,7 @@ def breakdown(url: str, data_dir: Path, patients: int, calls: int = 400, blocks:
 
     from xds import config
     from xds.app import create_app
-    from xds.audit import actors, events, spool, transport
+    from xds.audit import actors, spool, trail, transport
 
     print("== in process: the audit steps timed one by one", flush=True)
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -654,9 +654,9 @@ def breakdown(url: str, data_dir: Path, patients: int, calls: int = 400, blocks:
             block(phase, 100)
         timers.wrap(actors, "audit", "audit, all of it (actors.audit)")
         timers.wrap(actors, "query", "the query's values and request bytes (actors.query)")
-        timers.wrap(events, "iti18_registry", "message written (events.iti18_registry)")
-        timers.wrap(syslog, "format_message", "syslog header (syslog.format_message)")
-        timers.wrap(spool.Spool, "append", "spool.append (a frame, one os.write; + fdatasync when fsync_interval is 0)")
+        timers.wrap(trail.AuditTrail, "record_transaction", "the values kept (AuditTrail.record_transaction)")
+        timers.wrap(spool.Spool, "append", "spool.append (into the mapped segment; + fdatasync when fsync_interval is 0)")
+        timers.wrap(trail.AuditTrail, "_message", "sender: message and syslog header written from the values")
         timers.wrap(spool.Cursor, "read", "sender: Cursor.read (reads a batch)")
         timers.wrap(spool.Cursor, "advance", "sender: Cursor.advance (cursor file, purge)")
         timers.wrap(transport.StreamDestination, "send", "sender: socket send")

@@ -324,6 +324,25 @@ def test_human_requestor(schema):
     assert _one(human, "RoleIDCode").get("csd-code") == "HCP"
 
 
+def test_a_transactions_values_kept_for_later_write_the_same_message():
+    """The audit trail spools a transaction's values (marshal) and writes the message when it
+    sends it: what it writes then is what the builder writes now."""
+    import marshal
+
+    person = HumanRequestor("alice@hospital.example", "Alice Doe", (events.Code("HCP", "2.16.756", "HCP"),))
+    for build, ctx in (
+        (events.iti43_repository, _context(documents=DOCUMENTS, human_requestor=person,
+                                           time=dt.datetime(2026, 11, 24, 9, 30, 15, 123456, tzinfo=dt.UTC))),
+        (events.iti18_registry, _context(query_id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d",
+                                         query_request="<q>紹介状</q>".encode(), outcome="Failure",
+                                         time=dt.datetime(2026, 11, 24, 18, 30, tzinfo=dt.timezone(dt.timedelta(hours=9))))),
+    ):
+        kept = marshal.loads(marshal.dumps((events.context_values(ctx), events.source_values(SOURCE))))
+        again = events.context_from_values(kept[0])
+        assert again == ctx and events.source_from_values(kept[1]) == SOURCE
+        assert build(again, SOURCE) == build(ctx, SOURCE)
+
+
 def test_missing_required_values_are_refused():
     with pytest.raises(ValueError, match="patient"):
         events.iti41_repository(_context(patient_id="", submission_set_unique_id=SUBMISSION_SET),

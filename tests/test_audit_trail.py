@@ -355,6 +355,22 @@ def test_a_record_that_cannot_be_kept_is_logged_not_raised(tmp_path, caplog, mon
     trail.close()
 
 
+def test_a_transaction_record_that_cannot_be_written_is_logged_and_the_rest_go_on(tmp_path, caplog):
+    receiver = _udp_receiver()
+    trail = AuditTrail.from_settings(Settings(data_dir=tmp_path,
+                                              audit_destinations=f"udp://127.0.0.1:{receiver.getsockname()[1]}"))
+    trail.record_transaction(events.iti18_registry, events.TransactionContext(outcome="Success"))  # no query id
+    trail.record_transaction(events.security_alert, events.TransactionContext())  # not a transaction's
+    trail.record_transaction(events.iti18_registry, events.TransactionContext(query_id="urn:uuid:1", outcome=0))
+    assert "is not a transaction's audit builder" in caplog.text
+    trail.start()
+    assert trail.flush(10)
+    (record,) = _receive(receiver, 1)
+    assert record.find("ParticipantObjectIdentification").get("ParticipantObjectID") == "urn:uuid:1"
+    assert "cannot be written as a message" in caplog.text and "stored query id" in caplog.text
+    trail.close()
+
+
 def test_a_retrieval_is_recorded_once_per_patient():
     request = etree.fromstring(
         '<RetrieveDocumentSetRequest xmlns="urn:ihe:iti:xds-b:2007">'

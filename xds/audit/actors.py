@@ -43,7 +43,7 @@ def audit(trail: AuditTrail, build: Callable[[events.TransactionContext, events.
         ctx = events.context_from_request(
             request, endpoint_url=endpoint_url(request.environ), outcome=outcome(answer),
             client_certificate=peer_subject(request.environ) or "", **values)
-        trail.record(build(ctx, trail.source))
+        trail.record_transaction(build, ctx)
     except Exception:
         log.exception("AUDIT RECORD LOST for %s (MessageID %s)", request.action, request.message_id)
 

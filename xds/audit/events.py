@@ -57,11 +57,14 @@ __all__ = [
     "EventOutcome",
     "EventSpec",
     "HumanRequestor",
+    "TRANSACTION_BUILDERS",
     "TransactionContext",
     "application_start",
     "application_stop",
     "build",
     "context_from_request",
+    "context_from_values",
+    "context_values",
     "iti18_registry",
     "iti41_repository",
     "iti42_registry",
@@ -69,6 +72,8 @@ __all__ = [
     "iti43_repository",
     "outcome_indicator",
     "security_alert",
+    "source_from_values",
+    "source_values",
 ]
 
 WSA_ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
@@ -259,6 +264,48 @@ class TransactionContext:
     human_requestor: HumanRequestor | None = None
     process_id: str = field(default_factory=lambda: str(os.getpid()))  # the auditing actor's
     time: _dt.datetime = field(default_factory=_now)
+
+
+# A transaction's values as plain data (marshal can keep them), for the audit spool: a
+# transaction keeps its values and the sender writes the message (xds.audit.trail).
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_MICROSECOND = _dt.timedelta(microseconds=1)
+_CODE_FIELDS = ("human_requestor", "documents", "time")
+
+
+def context_values(ctx: TransactionContext) -> dict:
+    values = {name: value for name, value in ctx.__dict__.items() if name not in _CODE_FIELDS}
+    values["documents"] = [(d.unique_id, d.repository_unique_id, d.home_community_id) for d in ctx.documents]
+    person = ctx.human_requestor
+    values["human_requestor"] = (None if person is None else
+                                 (person.user_id, person.user_name, [_code_values(r) for r in person.roles]))
+    time = ctx.time if ctx.time.tzinfo else ctx.time.replace(tzinfo=_dt.UTC)
+    values["time"] = ((time - _EPOCH) // _MICROSECOND, time.utcoffset() // _MICROSECOND)  # as written
+    return values
+
+
+def context_from_values(values: dict) -> TransactionContext:
+    values = dict(values)
+    values["documents"] = tuple(DocumentRef(*document) for document in values["documents"])
+    if values["human_requestor"] is not None:
+        user_id, user_name, roles = values["human_requestor"]
+        values["human_requestor"] = HumanRequestor(user_id, user_name, tuple(Code(*role) for role in roles))
+    instant, offset = values["time"]
+    values["time"] = (_EPOCH + instant * _MICROSECOND).astimezone(_dt.timezone(offset * _MICROSECOND))
+    return TransactionContext(**values)
+
+
+def source_values(source: AuditSource) -> tuple:
+    return source.audit_source_id, source.enterprise_site_id, _code_values(source.type_code)
+
+
+def source_from_values(values: tuple) -> AuditSource:
+    audit_source_id, enterprise_site_id, type_code = values
+    return AuditSource(audit_source_id, enterprise_site_id, Code(*type_code))
+
+
+def _code_values(code: Code) -> tuple:
+    return code.code, code.system, code.text
 
 
 def context_from_request(request, *, endpoint_url: str, **values) -> TransactionContext:
@@ -490,6 +537,11 @@ def iti42_repository(ctx: TransactionContext, source: AuditSource) -> bytes:
 def iti43_repository(ctx: TransactionContext, source: AuditSource) -> bytes:
     """Retrieve Document Set, at the Document Repository: Export (110106)."""
     return build("ITI-43", "DocumentRepository", ctx, source)
+
+
+# The builders a transaction's record can be kept for, by name (xds.audit.trail).
+TRANSACTION_BUILDERS = {build.__name__: build for build in (
+    iti42_registry, iti18_registry, iti41_repository, iti42_repository, iti43_repository)}
 
 
 # --- node events (no transaction) ---------------------------------------------------------

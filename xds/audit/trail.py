@@ -1,14 +1,18 @@
 """The audit trail: where the actors put their audit records (ATNA, ITI-20).
 
     trail = AuditTrail.from_settings(settings)
-    trail.start()                                   # background delivery
-    trail.record(events.iti18_registry(ctx, trail.source))
+    trail.start()                                            # background delivery
+    trail.record_transaction(events.iti18_registry, ctx)     # a transaction's record
+    trail.record(events.application_start(...))              # a message written already
 
-record() formats the message as RFC 5424 syslog and appends it to the durable spool
-(xds.audit.spool), then returns: the transaction never waits for a network, nor, by default,
-for the disk (a background thread fdatasyncs the spool every audit_spool_fsync_interval
-seconds). It never raises either: auditing must not break a transaction; a record it cannot
-keep is logged as an error.
+A transaction's record costs it one append to the durable spool (xds.audit.spool) of the
+values the message is written from (events.context_values); the sender writes the message and
+its RFC 5424 syslog header when it sends it, so the transaction waits neither for a network nor
+for the XML (writing an audit message costs more than the stored query it records), nor, by
+default, for the disk (a background thread fdatasyncs the spool every
+audit_spool_fsync_interval seconds). Node events (start, stop, alerts) are rare and spooled as
+messages. Nothing here raises: auditing must not break a transaction; a record that cannot be
+kept, or whose message cannot be written, is logged as an error (AUDIT RECORD LOST).
 
 Delivery. A server has several worker processes, each with its own trail on the same spool
 folder; one process at a time delivers. Each trail's deliverer thread waits for an exclusive lock
@@ -30,10 +34,12 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import marshal
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from xds.audit import events, syslog
 from xds.audit.spool import Spool
@@ -45,8 +51,11 @@ log = logging.getLogger("xds.audit")
 APP_NAME = "xds-affinity"
 RETRY_MIN, RETRY_MAX = 0.5, 30.0
 POLL = 0.5  # how often an idle sender looks for records written by other processes
-BATCH_WAIT = 0.02  # seconds a caught-up sender lets records gather
-BATCH = 100  # records sent at once, at most
+BATCH_WAIT = 0.2  # seconds a caught-up sender lets records gather (fewer, larger batches)
+BATCH = 1000  # records read and sent at once, at most
+# Marks a spool entry of a transaction's values (a syslog message starts "<"), with the version
+# of their layout (events.context_values), so that a newer release knows what an older one kept.
+_VALUES = b"\x00\x01"
 
 
 class AuditTrail:
@@ -82,16 +91,55 @@ class AuditTrail:
             return
         try:
             success = message.find(b'EventOutcomeIndicator="0"', 0, 1024) >= 0
-            frame = syslog.format_message(
+            self._keep(syslog.format_message(
                 message, hostname=self.hostname, app_name=APP_NAME, procid=str(os.getpid()),
-                severity=syslog.SEVERITY_NOTICE if success else syslog.SEVERITY_WARNING)
-            if not self.spool.append(frame):
-                self._spool_full()
+                severity=syslog.SEVERITY_NOTICE if success else syslog.SEVERITY_WARNING))
         except Exception:
             log.exception("AUDIT RECORD LOST: it could not be written to the spool %s", self.spool.directory)
+
+    def record_transaction(self, build: Callable[[events.TransactionContext, events.AuditSource], bytes],
+                           ctx: events.TransactionContext) -> None:
+        """Keep the record `build` (one of events.TRANSACTION_BUILDERS) writes for `ctx`: the
+        values go to the spool, and the sender writes the message when it sends it. Writing an
+        audit message costs more than the query it records; the transaction only waits for
+        its values to be kept."""
+        if self.spool is None:
             return
+        try:
+            if events.TRANSACTION_BUILDERS.get(build.__name__) is not build:
+                raise ValueError(f"{build.__name__} is not a transaction's audit builder")
+            self._keep(_VALUES + marshal.dumps(
+                (build.__name__, events.context_values(ctx), events.source_values(self.source))))
+        except Exception:
+            log.exception("AUDIT RECORD LOST: it could not be written to the spool %s", self.spool.directory)
+
+    def _keep(self, entry: bytes) -> None:
+        if not self.spool.append(entry):
+            self._spool_full()
         with self._wake:
             self._wake.notify_all()
+
+    def _message(self, entry: bytes) -> bytes | None:
+        """The syslog message a spool entry stands for: itself, or written from the values a
+        transaction kept (None, logged, when that fails)."""
+        if not entry.startswith(_VALUES):
+            return entry
+        try:
+            name, values, source = marshal.loads(entry[len(_VALUES):])
+            ctx = events.context_from_values(values)
+            message = events.TRANSACTION_BUILDERS[name](ctx, events.source_from_values(source))
+            success = events.outcome_indicator(ctx.outcome) == events.EventOutcome.SUCCESS
+            return syslog.format_message(
+                message, hostname=self.hostname, app_name=APP_NAME, procid=ctx.process_id, time=ctx.time,
+                severity=syslog.SEVERITY_NOTICE if success else syslog.SEVERITY_WARNING)
+        except Exception:
+            log.exception("AUDIT RECORD LOST: a transaction's audit values in the spool %s cannot be "
+                          "written as a message", self.spool.directory)
+            return None
+
+    def messages(self, destination: str) -> list[bytes]:
+        """The syslog messages `destination` does not have yet, in order (for looking)."""
+        return [m for m in map(self._message, self.spool.unsent(destination)) if m is not None]
 
     def _spool_full(self) -> None:
         state = self.spool.state()
@@ -166,10 +214,14 @@ class AuditTrail:
                         self._wake.wait(POLL)
                     self._stopping.wait(BATCH_WAIT)  # what comes in meanwhile joins the batch
                     continue
+                written = [(index, message) for index, message in enumerate(map(self._message, batch))
+                           if message is not None]
                 try:
-                    skipped = destination.send_batch(batch)
+                    skipped = destination.send_batch([message for _, message in written])
                 except SendError as exc:
-                    cursor.advance(exc.sent)
+                    # Entries up to the first message not sent (those that could not be written
+                    # are logged and gone).
+                    cursor.advance(written[exc.sent][0] if exc.sent < len(written) else len(batch))
                     log.warning("audit destination %s: %s; %d bytes of records wait, retry in %.1f s",
                                 url, exc, self.spool.waiting(), pause)
                     self._stopping.wait(pause)

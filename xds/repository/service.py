@@ -112,7 +112,7 @@ def _audited_registration(register, audit: AuditTrail, registry_url: str):
                 action=REGISTER, client_address=host, endpoint_url=registry_url,
                 outcome=registry_response(errors).get("status"), process_id=str(os.getpid()),
                 **actors.submission(submit))
-            audit.record(events.iti42_repository(ctx, audit.source))
+            audit.record_transaction(events.iti42_repository, ctx)
         except Exception:
             log.exception("AUDIT RECORD LOST for the ITI-42 sent to %s", registry_url)
         return errors
