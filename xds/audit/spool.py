@@ -57,6 +57,8 @@ import time
 import zlib
 from pathlib import Path
 
+from xds.fsync import fsync_directory
+
 log = logging.getLogger("xds.audit")
 
 _END = struct.Struct(">Q")  # a segment's first 8 bytes: where its records end
@@ -147,7 +149,7 @@ class Spool:
             os.close(fd)
             _remove(new)
             raise
-        _fsync_directory(self.directory)  # the segment's name survives a crash too
+        fsync_directory(self.directory)  # the segment's name survives a crash too
         old_fd, old_map, inherited = self._fd, self._map, self._pid != os.getpid()
         self._fd, self._map, self._pid = fd, segment, os.getpid()
         self._end, self._capacity = _END.size, capacity
@@ -414,11 +416,3 @@ def _remove(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

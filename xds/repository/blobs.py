@@ -66,6 +66,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from xds.fsync import fsync_directory
 from xds.soap.attachment import Attachment, Spool
 
 log = logging.getLogger("xds.repository")
@@ -214,7 +215,7 @@ class FileBlobStore:
                     _fsync_file(content)
                     os.fsync(item.lock)  # the folder's entries
             if self.fsync:
-                _fsync_dir(self.incoming)
+                fsync_directory(self.incoming)
         except BaseException:
             self.abort(staged)
             raise
@@ -260,7 +261,7 @@ class FileBlobStore:
             parents.add(target.parent)
         if self.fsync:
             for parent in parents:
-                _fsync_dir(parent)
+                fsync_directory(parent)
 
     # -- recovery ---------------------------------------------------------------------------------
 
@@ -320,13 +321,5 @@ def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fdatasync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
