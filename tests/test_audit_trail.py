@@ -361,6 +361,7 @@ def test_a_transaction_record_that_cannot_be_written_is_logged_and_the_rest_go_o
                                               audit_destinations=f"udp://127.0.0.1:{receiver.getsockname()[1]}"))
     trail.record_transaction(events.iti18_registry, events.TransactionContext(outcome="Success"))  # no query id
     trail.record_transaction(events.security_alert, events.TransactionContext())  # not a transaction's
+    trail.spool.append(b"\x00\x09values of a later release")  # a layout this release does not know
     trail.record_transaction(events.iti18_registry, events.TransactionContext(query_id="urn:uuid:1", outcome=0))
     assert "is not a transaction's audit builder" in caplog.text
     trail.start()
@@ -368,6 +369,7 @@ def test_a_transaction_record_that_cannot_be_written_is_logged_and_the_rest_go_o
     (record,) = _receive(receiver, 1)
     assert record.find("ParticipantObjectIdentification").get("ParticipantObjectID") == "urn:uuid:1"
     assert "cannot be written as a message" in caplog.text and "stored query id" in caplog.text
+    assert "layout 9 of a transaction's values is not this release's" in caplog.text
     trail.close()
 
 

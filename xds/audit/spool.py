@@ -4,15 +4,18 @@ A record is written here, in the transaction's own request, before the client ha
 sending happens later, in the background (xds.audit.trail). The spool is a folder of its own
 under the data directory, whatever database the registry uses: it must work when that database
 is down, and it is written by every worker process of the server. It costs a request one
-``os.write``: an audit record must not slow the transaction it records (the ITI-18 query it
+memory copy: an audit record must not slow the transaction it records (the ITI-18 query it
 records takes well under a millisecond).
 
-Layout. Each process appends to a segment of its own, ``<time>-<pid>.log``, one record after
-the other, each framed as length, CRC-32 and time of writing (``_FRAME``). While a process
-writes a segment it holds an exclusive flock on it; it starts a new segment when the current
-one passes ``segment_bytes``. A segment whose lock is free is sealed: nobody will write to it
-again. A new segment is created as ``.new``, locked, then renamed, so no reader sees it
-unlocked before its writer has it.
+Layout. Each process writes a segment of its own, ``<time>-<pid>.log``: its first 8 bytes say
+where its records end (``_END``), then the records one after the other, each framed as length,
+CRC-32 and time of writing (``_FRAME``). The segment is mapped into the writer's memory, its
+space reserved when it is made (fallocate: a full disk fails there, not as a SIGBUS in a
+write); a record is copied in, then the end mark moved past it, so a reader never sees half a
+record. While a process writes a segment it holds an exclusive flock on it; it starts a new one
+when a record does not fit (``segment_bytes``, or one record's size). A segment whose lock is
+free is sealed: nobody will write to it again. A new segment is made as ``.new``, locked, then
+renamed, so no reader sees it unlocked before its writer has it.
 
 Each destination keeps a cursor, ``cursor-<destination>``: how far it has read each
 segment. A sealed segment is deleted once every configured destination has all of it. Records
@@ -22,7 +25,7 @@ while the others go on, and gets them in order when it returns; a destination ad
 what is still here.
 
 The bound. ``max_bytes`` bounds the records some destination does not have yet. A writer
-measures that (the segments' sizes against the cursors) at most every RESCAN seconds, and
+measures that (the segments' end marks against the cursors) at most every RESCAN seconds, and
 whenever its running estimate says a record would not fit; between measurements it counts only
 its own records, so other processes can pass the bound by what they write in RESCAN seconds.
 A record that does not fit is refused and counted (``refused``: one byte per refusal, shared by
@@ -35,10 +38,10 @@ the process being killed. It is on the disk once its segment is fdatasynced: by 
 when the spool is made with fsync_interval 0, else by sync(), which the trail calls every
 fsync_interval seconds from a background thread. That is group commit: one fsync for the
 records of the interval instead of one in every request, at the price that a machine crash or
-power loss can take the last interval's records with it. A record torn by such a crash fails
-its CRC and is skipped, with an error in the log. Cursors are written without fsync: losing a
-cursor's last move sends its records again, which is better than waiting for the disk on every
-batch.
+power loss can take the last interval's records with it. A record whose end mark reached the
+disk but whose bytes did not fails its CRC and is skipped, with an error in the log. Cursors
+are written without fsync (``_CursorFile``): losing a cursor's last move sends its records
+again, which is better than waiting for the disk on every batch.
 """
 
 from __future__ import annotations
@@ -244,9 +247,9 @@ class Spool:
     def close(self) -> None:
         self.sync()
         with self._lock:
-            if self._fd is not None and self._pid == os.getpid():
+            if self._fd is not None:
                 self._map.close()
-                os.close(self._fd)
+                os.close(self._fd)  # seals the segment (a forked child's copy: once the parent's goes too)
             self._fd = self._map = None
 
 

@@ -53,9 +53,10 @@ RETRY_MIN, RETRY_MAX = 0.5, 30.0
 POLL = 0.5  # how often an idle sender looks for records written by other processes
 BATCH_WAIT = 0.2  # seconds a caught-up sender lets records gather (fewer, larger batches)
 BATCH = 1000  # records read and sent at once, at most
-# Marks a spool entry of a transaction's values (a syslog message starts "<"), with the version
-# of their layout (events.context_values), so that a newer release knows what an older one kept.
-_VALUES = b"\x00\x01"
+# A spool entry of a transaction's values starts with _VALUES (a syslog message starts "<"),
+# then the version of their layout (events.context_values): a release that does not know a
+# layout says so rather than send it.
+_VALUES, _LAYOUT = b"\x00", 1
 
 
 class AuditTrail:
@@ -108,7 +109,7 @@ class AuditTrail:
         try:
             if events.TRANSACTION_BUILDERS.get(build.__name__) is not build:
                 raise ValueError(f"{build.__name__} is not a transaction's audit builder")
-            self._keep(_VALUES + marshal.dumps(
+            self._keep(_VALUES + bytes((_LAYOUT,)) + marshal.dumps(
                 (build.__name__, events.context_values(ctx), events.source_values(self.source))))
         except Exception:
             log.exception("AUDIT RECORD LOST: it could not be written to the spool %s", self.spool.directory)
@@ -125,7 +126,9 @@ class AuditTrail:
         if not entry.startswith(_VALUES):
             return entry
         try:
-            name, values, source = marshal.loads(entry[len(_VALUES):])
+            if entry[1] != _LAYOUT:
+                raise ValueError(f"layout {entry[1]} of a transaction's values is not this release's ({_LAYOUT})")
+            name, values, source = marshal.loads(entry[2:])
             ctx = events.context_from_values(values)
             message = events.TRANSACTION_BUILDERS[name](ctx, events.source_from_values(source))
             success = events.outcome_indicator(ctx.outcome) == events.EventOutcome.SUCCESS
@@ -136,10 +139,6 @@ class AuditTrail:
             log.exception("AUDIT RECORD LOST: a transaction's audit values in the spool %s cannot be "
                           "written as a message", self.spool.directory)
             return None
-
-    def messages(self, destination: str) -> list[bytes]:
-        """The syslog messages `destination` does not have yet, in order (for looking)."""
-        return [m for m in map(self._message, self.spool.unsent(destination)) if m is not None]
 
     def _spool_full(self) -> None:
         state = self.spool.state()
