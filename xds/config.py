@@ -37,7 +37,8 @@ class Settings:
     codes_file: str = ""
     #: Largest request body accepted, in bytes.
     max_request_size: int = 100 * 1024 * 1024
-    #: Seconds a submission waits for the database before answering XDSRegistryBusy.
+    #: Seconds a submission waits for a database lock before answering XDSRegistryBusy (SQLite's
+    #: write lock; on PostgreSQL any lock, as lock_timeout: a transaction left open cannot hang it).
     busy_timeout: float = 10.0
     #: The most objects a stored query (ITI-18) returns as LeafClass; a query that matches more
     #: answers XDSTooManyResults (ObjectRef answers are not limited). See README for the sizing.

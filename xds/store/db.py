@@ -56,19 +56,22 @@ def _is_sqlite(url: URL) -> bool:
 def make_engine(url: str | URL, busy_timeout: float = 10.0) -> Engine:
     """An engine for `url` set up for several workers sharing one database.
 
-    busy_timeout (seconds): how long an SQLite writer waits for the write lock before
-    "database is locked" (the caller answers XDSRegistryBusy).
+    busy_timeout (seconds): how long a writer waits for a lock before it gives up (the caller
+    answers XDSRegistryBusy): SQLite's write lock ("database is locked"), or on PostgreSQL any
+    lock a statement waits for (lock_timeout), so that a transaction left open on a table -
+    an administrator's session, a stuck process - makes submissions fail with an answer
+    instead of hang.
     """
     u = _normalize(url)
+    timeout_ms = int(busy_timeout * 1000)
     if not _is_sqlite(u):
         # Connections idle in a pool are cut by firewalls and server restarts.
-        return create_engine(u, pool_pre_ping=True)
+        return create_engine(u, pool_pre_ping=True, connect_args={"options": f"-c lock_timeout={timeout_ms}"})
 
     database = u.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(u)
-    timeout_ms = int(busy_timeout * 1000)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
