@@ -66,7 +66,8 @@ def make_engine(url: str | URL, busy_timeout: float = 10.0) -> Engine:
     timeout_ms = int(busy_timeout * 1000)
     if not _is_sqlite(u):
         # Connections idle in a pool are cut by firewalls and server restarts.
-        return create_engine(u, pool_pre_ping=True, connect_args={"options": f"-c lock_timeout={timeout_ms}"})
+        options = " ".join(filter(None, [u.query.get("options"), f"-c lock_timeout={timeout_ms}"]))
+        return create_engine(u.update_query_dict({"options": options}), pool_pre_ping=True)
 
     database = u.database
     if database and database != ":memory:" and not database.startswith("file:"):
