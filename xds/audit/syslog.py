@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import re
-import time as _time
 from dataclasses import dataclass
 
 FACILITY_AUTH = 10           # security/authorization messages (RFC 5424 table 1)
@@ -39,21 +38,6 @@ def _timestamp(time: _dt.datetime) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_second: tuple[int, bytes] = (-1, b"")  # the last second _now() wrote, and its text
-
-
-def _now() -> bytes:
-    """_timestamp() of the current time, as bytes: the text of the second is kept, so a
-    record costs an integer division and a format, not a datetime and strftime."""
-    global _second
-    seconds, nanoseconds = divmod(_time.time_ns(), 1_000_000_000)
-    second = _second
-    if second[0] != seconds:
-        text = _dt.datetime.fromtimestamp(seconds, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        second = _second = (seconds, text.encode("ascii"))
-    return b"%s.%06dZ" % (second[1], nanoseconds // 1000)
-
-
 @functools.lru_cache(maxsize=64)  # constant in a process: its host name, application, pid
 def _header_rest(hostname: str, app_name: str, procid: str) -> bytes:
     """The header after the TIMESTAMP, STRUCTURED-DATA (none) and the BOM that opens MSG."""
@@ -64,7 +48,7 @@ def _header_rest(hostname: str, app_name: str, procid: str) -> bytes:
 def format_message(message: bytes, *, hostname: str, app_name: str, procid: str,
                    time: _dt.datetime | None = None, severity: int = SEVERITY_NOTICE) -> bytes:
     """One SYSLOG-MSG with `message` (UTF-8 XML) as its MSG; `time` defaults to now."""
-    stamp = _now() if time is None else _timestamp(time).encode("ascii")
+    stamp = _timestamp(time or _dt.datetime.now(_dt.UTC)).encode("ascii")
     return b"".join((b"<%d>1 " % (FACILITY_AUTH * 8 + severity), stamp,
                      _header_rest(hostname, app_name, procid), message))
 

@@ -216,7 +216,7 @@ class AuditTrail:
                 written = [(index, message) for index, message in enumerate(map(self._message, batch))
                            if message is not None]
                 try:
-                    skipped = destination.send_batch([message for _, message in written])
+                    skipped = destination.send_batch([message for _, message in written]) if written else []
                 except SendError as exc:
                     # Entries up to the first message not sent (those that could not be written
                     # are logged and gone).
