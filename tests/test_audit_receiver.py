@@ -1,4 +1,4 @@
-"""The Audit Record Repository's listeners (xds.audit.receiver), over real sockets: syslog over
+"""The Audit Record Repository's listeners (xds.arr.receiver), over real sockets: syslog over
 mutual TLS (RFC 5425), plain TCP (RFC 6587, octet counting and LF framing) and UDP (RFC 5426),
 with certificates from tests/certs.py; broken framing, malformed messages, refused peers; and
 `xds audit-server` as a process. Each runs on SQLite and on PostgreSQL."""
@@ -25,8 +25,9 @@ from tests.test_audit_repository import (
     submit_event,
     syslog_message,
 )
-from xds.audit import events, repository, syslog
-from xds.audit.receiver import AuditRecordRepository, parse_address
+from xds.arr import repository
+from xds.audit import events, syslog
+from xds.arr.receiver import AuditRecordRepository, parse_address
 from xds.audit.transport import connect
 from xds.config import Settings
 

@@ -1,4 +1,4 @@
-"""The Audit Record Repository's store (xds.audit.repository) and its commands (`xds audit
+"""The Audit Record Repository's store (xds.arr.repository) and its commands (`xds audit
 verify|search|report`): fields read from audit messages of both attribute styles, malformed
 messages kept, the hash chain and how verify names a record deleted, changed or inserted, and
 searches that use the indexes. Database tests run on SQLite and PostgreSQL (tests/conftest.py).
@@ -20,8 +20,9 @@ from sqlalchemy import delete, insert, select, text, update
 
 from tests.data import CONFORMANCE
 from xds import cli
-from xds.audit import events, repository, syslog
-from xds.audit.repository import GENESIS, Reception
+from xds.arr import repository
+from xds.audit import events, syslog
+from xds.arr.repository import GENESIS, Reception
 from xds.store import db
 from xds.store.tables import AuditChainRow, AuditRecordKeyRow, AuditRecordRow
 

@@ -55,8 +55,8 @@ from xds.conformance.runner import (
     HttpRequest,
     Runner,
     http_transport,
-    pix_add_message,
 )
+from xds.hl7v3.feed import pix_add_message
 from xds.soap import SoapMessage, build_envelope, build_mtom, parse_message
 from xds.soap.mtom import xop_include
 

@@ -6,7 +6,7 @@ What is checked: a node with a good certificate is served (GET /health, ITI-42, 
 peer without a certificate, with one from another CA, with an expired one, speaking plain HTTP
 or TLS 1.1 is refused, and every refusal becomes a Security Alert that reaches the audit
 destination (a UDP socket here, read with xds.audit.syslog). The application sees the client
-certificate's subject (xds.tls.peer_subject, through a real request). A repository registers
+certificate's subject (xds.security.tls.peer_subject, through a real request). A repository registers
 with a remote registry over mutual TLS with its node certificate; without one it answers
 XDSRegistryNotAvailable, and the registry audits the refusal."""
 
@@ -33,7 +33,8 @@ from tests.certs import CertificateAuthority, Node
 from tests.queries import APPROVED_DOCUMENTS, quote
 from tests.queries import request as query_request
 from tests.server import XDS, free_port, serve
-from xds import client, tls
+from xds import client
+from xds.security import tls
 from xds.audit import syslog
 from xds.config import Settings
 from xds.ebrim.response import read_registry_response
@@ -235,13 +236,13 @@ def test_negotiates_tls_12_or_newer_only(registry: TlsServer, pki: Pki):
 
 
 def test_the_application_sees_the_client_certificate_subject(pki: Pki, audit: AuditListener, tmp_path):
-    """xds.tls.peer_subject through a real request: a WSGI app echoing it, under `xds serve`'s
+    """xds.security.tls.peer_subject through a real request: a WSGI app echoing it, under `xds serve`'s
     gunicorn setup (xds.serve.serve with its TLS options and worker class)."""
     env = node_env(tmp_path, pki.registry, pki, audit)
     port = free_port()
     script = (
         "import json, sys\n"
-        "from xds import config, serve, tls\n"
+        "from xds import config, serve\nfrom xds.security import tls\n"
         "def echo(environ, start_response):\n"
         "    start_response('200 OK', [('Content-Type', 'application/json')])\n"
         "    return [json.dumps({'subject': tls.peer_subject(environ)}).encode()]\n"

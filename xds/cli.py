@@ -8,7 +8,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from xds import config, tls
+from xds import config
+from xds.security import tls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     query.set_defaults(run=_query)
 
     # Commands whose modules own their arguments.
-    from xds.audit.command import add_parser as add_audit
+    from xds.arr.command import add_parser as add_audit
     from xds.conformance.command import add_parser as add_conformance
     from xds.repository.command import add_parser as add_repository
 

@@ -32,7 +32,7 @@ def request_body(path: Path) -> etree._Element:
 def post_soap(url: str, body: etree._Element, action: str, timeout: float = 60,
               context: ssl.SSLContext | None = None) -> etree._Element:
     """POST one SOAP 1.2 request; return the response body element (a fault raises ValueError).
-    `context`: for an https URL, the TLS context (xds.tls.client_context: this node's
+    `context`: for an https URL, the TLS context (xds.security.tls.client_context: this node's
     certificate, the network's CA); None: Python's default (system CAs, no certificate)."""
     envelope = build_envelope(body, action, to=url)
     request = urllib.request.Request(

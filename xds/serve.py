@@ -1,7 +1,7 @@
 """`xds serve`: the WSGI app under gunicorn, one app instance per worker process.
 
 With tls_certificate set the server speaks HTTPS only, with mutual TLS: ATNA node
-authentication (ITI-19). The TLS policy is xds.tls.server_context's (TLS 1.2 or newer, a client
+authentication (ITI-19). The TLS policy is xds.security.tls.server_context's (TLS 1.2 or newer, a client
 certificate the configured CA vouches for), given to gunicorn through its `ssl_context` hook so
 that gunicorn's own defaults never decide it. A peer that fails the handshake is refused and
 audited (a Security Alert) by the worker class below."""
@@ -17,7 +17,8 @@ from collections.abc import Callable
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.sync import SyncWorker
 
-from xds import config, tls
+from xds import config
+from xds.security import tls
 from xds.audit.transport import parse_destinations
 
 

@@ -20,7 +20,7 @@ from xds.audit import events
 from xds.audit.trail import AuditTrail
 from xds.ebrim import ns
 from xds.soap import SoapRequest
-from xds.tls import peer_subject
+from xds.security.tls import peer_subject
 
 log = logging.getLogger("xds.audit")
 

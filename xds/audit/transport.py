@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from xds.audit.syslog import octet_counted
 from xds.config import Settings
-from xds.tls import client_context
+from xds.security.tls import client_context
 
 CONNECT_TIMEOUT = 10.0
 POST_HANDSHAKE_WAIT = 0.3  # seconds to wait for a server's refusal after the handshake

@@ -19,7 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from xds import tls
+from xds.security import tls
 from xds.conformance.plan import discover
 from xds.conformance.report import (
     compare,

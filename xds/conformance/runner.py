@@ -51,6 +51,7 @@ from xds.conformance.ebrim21 import RIM21, to_ebrim30
 from xds.conformance.plan import ReferenceMetadata, Section, Step, Test, Transaction, resolve_testdir
 from xds.conformance.prepare import PATIENT_ID_SCHEMES, placeholders, prepare, substitute, unique_id_sequence
 from xds.ebrim import ns
+from xds.hl7v3.feed import pix_add_message
 from xds.soap import build_envelope, build_mtom, parse_response
 from xds.soap.fault import SoapFault
 from xds.soap.mtom import new_content_id, parse_content_type, root_part, split_multipart, xop_include
@@ -124,7 +125,7 @@ Transport = Callable[[HttpRequest], HttpReply]
 
 def http_transport(timeout: float = 60, context: ssl.SSLContext | None = None) -> Transport:
     """POST with urllib. HTTP error statuses are replies too: a SOAP fault comes with 400/500.
-    `context`: for an https system under test, e.g. xds.tls.client_context(settings) to show
+    `context`: for an https system under test, e.g. xds.security.tls.client_context(settings) to show
     it a client certificate."""
 
     def send(request: HttpRequest) -> HttpReply:
@@ -255,51 +256,6 @@ class Hl7v3PatientFeed:
         if failures:
             return FeedResult(False, f"ITI-44 feed of {patient_id}: " + "; ".join(failures), exchange)
         return FeedResult(True, f"ITI-44 feed of {patient_id}: acknowledged {outcome.status}", exchange)
-
-
-def pix_add_message(patient_id: str, *, sender: str, receiver: str, message_id: str | None = None,
-                    now: dt.datetime | None = None) -> etree._Element:
-    """PRPA_IN201301UV02 (ITI TF-2b 3.44.4.1, Patient Registry Record Added) for a CX patient
-    id `id^^^&OID&ISO`: the patient's id is <id root=OID extension=id/>. The name and birth
-    date are the toolkit's test patient (its ADT^A01 template: APPLESEED^JOHN, 19710101, M)."""
-    pid, _, _, authority = patient_id.split("^", 3)
-    oid = authority.split("&")[1]
-    now = now or dt.datetime.now(dt.UTC)
-    v3 = "{urn:hl7-org:v3}"
-
-    def sub(parent: etree._Element, name: str, **attributes: str) -> etree._Element:
-        return etree.SubElement(parent, v3 + name, attributes)
-
-    message = etree.Element(v3 + "PRPA_IN201301UV02", {"ITSVersion": "XML_1.0"}, nsmap={None: "urn:hl7-org:v3"})
-    sub(message, "id", root=message_id or str(uuid.uuid4()))
-    sub(message, "creationTime", value=now.strftime("%Y%m%d%H%M%S"))
-    sub(message, "interactionId", root="2.16.840.1.113883.1.6", extension="PRPA_IN201301UV02")
-    sub(message, "processingCode", code="T")
-    sub(message, "processingModeCode", code="T")
-    sub(message, "acceptAckCode", code="AL")
-    for role, type_code, oid_value in (("receiver", "RCV", receiver), ("sender", "SND", sender)):
-        device = sub(sub(message, role, typeCode=type_code), "device", classCode="DEV", determinerCode="INSTANCE")
-        sub(device, "id", root=oid_value)
-    control = sub(message, "controlActProcess", classCode="CACT", moodCode="EVN")
-    sub(control, "code", code="PRPA_TE201301UV02", codeSystem="2.16.840.1.113883.1.6")
-    event = sub(sub(control, "subject", typeCode="SUBJ"), "registrationEvent", classCode="REG", moodCode="EVN")
-    sub(event, "id", nullFlavor="NA")
-    sub(event, "statusCode", code="active")
-    patient = sub(sub(event, "subject1", typeCode="SBJ"), "patient", classCode="PAT")
-    sub(patient, "id", root=oid, extension=pid)
-    sub(patient, "statusCode", code="active")
-    person = sub(patient, "patientPerson", classCode="PSN", determinerCode="INSTANCE")
-    name = sub(person, "name")
-    sub(name, "given").text = "JOHN"
-    sub(name, "family").text = "APPLESEED"
-    sub(person, "administrativeGenderCode", code="M")
-    sub(person, "birthTime", value="19710101")
-    organization = sub(patient, "providerOrganization", classCode="ORG", determinerCode="INSTANCE")
-    sub(organization, "id", root=oid)
-    sub(organization, "contactParty", classCode="CON")
-    custodian = sub(sub(event, "custodian", typeCode="CST"), "assignedEntity", classCode="ASSIGNED")
-    sub(custodian, "id", root=oid)
-    return message
 
 
 # --- the log ---------------------------------------------------------------------------------
@@ -1027,5 +983,5 @@ def _element_of(exchange: Exchange) -> tuple[etree._Element | None, etree._Eleme
 __all__ = [
     "CommandPatientFeed", "Endpoints", "Exchange", "FeedResult", "Hl7v3PatientFeed", "HttpReply", "HttpRequest",
     "NoPatientFeed", "PatientFeed", "Runner", "StepLog", "StepResult", "StorePatientFeed", "Transport",
-    "http_transport", "pix_add_message", "step_log_element",
+    "http_transport", "step_log_element",
 ]

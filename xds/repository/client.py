@@ -223,7 +223,7 @@ class Progress:
 
 def _connection(url: str, timeout: float, context: ssl.SSLContext | None = None
                 ) -> tuple[http.client.HTTPConnection, str]:
-    """`context`: for https, the TLS context (xds.tls.client_context for mutual TLS); None:
+    """`context`: for https, the TLS context (xds.security.tls.client_context for mutual TLS); None:
     Python's default (system CAs, no client certificate)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):

@@ -15,7 +15,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from xds import config, tls
+from xds import config
+from xds.security import tls
 
 
 def add_parser(subparsers) -> None:

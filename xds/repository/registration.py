@@ -14,7 +14,7 @@ empty request) and would parse the answer into objects we would have to turn bac
 zeep would add a WSDL load and two throwaway (de)serializations per submission and give nothing.
 
 Over https the repository authenticates as an ATNA secure node: `RemoteRegistry.from_settings`
-gives it this node's certificate and the network's CA (xds.tls.client_context). A registry that
+gives it this node's certificate and the network's CA (xds.security.tls.client_context). A registry that
 refuses the certificate, or one whose own certificate we do not trust, is a registry we cannot
 reach: XDSRegistryNotAvailable, with OpenSSL's reason.
 
@@ -35,7 +35,8 @@ from lxml import etree
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from xds import client, tls
+from xds import client
+from xds.security import tls
 from xds.config import Settings
 from xds.ebrim import ns
 from xds.ebrim.response import read_registry_response

@@ -226,7 +226,7 @@ metadata = Base.metadata
 
 # --- Audit Record Repository (ATNA, ITI-20) -------------------------------------------------
 #
-# Append-only and chained by hash (xds.audit.repository says how): every column of a record and
+# Append-only and chained by hash (xds.arr.repository says how): every column of a record and
 # its keys go into its hash, so a value changed by SQL shows in `xds audit verify`. Sizes are
 # those of the syslog header (RFC 5424 6.2) and of the values the audit messages carry; longer
 # values are cut to fit before the hash is taken (the raw message keeps them whole).

@@ -116,8 +116,8 @@ def _until(text: str) -> _dt.datetime:
 def _audit_server(args, settings: config.Settings) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from xds.audit import repository
-    from xds.audit.receiver import AuditRecordRepository, parse_address
+    from xds.arr import repository
+    from xds.arr.receiver import AuditRecordRepository, parse_address
     from xds.store import db
 
     if not logging.getLogger().handlers:
@@ -146,7 +146,7 @@ def _audit_server(args, settings: config.Settings) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     arr.start()
-    logging.getLogger("xds.audit.receiver").info("%d audit record(s) stored so far", seq)
+    logging.getLogger("xds.arr.receiver").info("%d audit record(s) stored so far", seq)
     for transport, (host, port) in arr.addresses.items():
         # One line each on stdout, for whoever started us (tests give port 0 and read it here).
         print(f"listening {transport} {host}:{port}", flush=True)
@@ -180,7 +180,7 @@ def _database_error(command: str, settings: config.Settings, exc: Exception) -> 
 def _verify(args, settings: config.Settings) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from xds.audit import repository
+    from xds.arr import repository
 
     engine = _engine(settings)
     try:
@@ -197,7 +197,7 @@ def _verify(args, settings: config.Settings) -> int:
 def _search(args, settings: config.Settings) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from xds.audit import repository
+    from xds.arr import repository
 
     if args.limit < 1:
         print("xds audit search: --limit must be at least 1", file=sys.stderr)
@@ -222,7 +222,7 @@ def _search(args, settings: config.Settings) -> int:
 def _report(args, settings: config.Settings) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from xds.audit import repository
+    from xds.arr import repository
 
     engine = _engine(settings)
     try:

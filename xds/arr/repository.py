@@ -3,7 +3,7 @@ received, kept whole and chained by hash, with the fields a search needs beside 
 
 What belongs here: reading a received message into an AuditRecord (`read`, no I/O), appending
 records to the chain (`append`), checking the chain (`verify`) and finding records (`search`).
-What does not: sockets (xds.audit.receiver) and printing (xds.audit.command).
+What does not: sockets (xds.arr.receiver) and printing (xds.arr.command).
 
 Theory of operation.
 

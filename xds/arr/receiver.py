@@ -1,6 +1,6 @@
 """The Audit Record Repository's listeners (ITI-20 Record Audit Event, receiving side):
 syslog over TLS (RFC 5425), over plain TCP (RFC 6587) and over UDP (RFC 5426), every message
-handed to xds.audit.repository to be stored.
+handed to xds.arr.repository to be stored.
 
     arr = AuditRecordRepository(settings, engine, tls=("0.0.0.0", 6514), udp=("0.0.0.0", 514))
     arr.start()          # listener threads; arr.addresses says where they listen
@@ -8,9 +8,9 @@ handed to xds.audit.repository to be stored.
     arr.stop()
 
 What belongs here: sockets, framing, TLS, threads and counting. What does not: reading the
-messages and the chain (xds.audit.repository).
+messages and the chain (xds.arr.repository).
 
-Streams. TLS is mutual (ATNA node authentication, ITI-19: xds.tls.server_context), and a
+Streams. TLS is mutual (ATNA node authentication, ITI-19: xds.security.tls.server_context), and a
 refused peer is recorded as a Security Alert in the repository itself, since this node is where
 such alerts end up anyway (at most one per address a minute: a scanner must not fill the
 database). Messages are framed by octet counting; plain TCP also takes non-transparent framing
@@ -45,13 +45,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from xds.audit import events, repository, syslog
-from xds.audit.repository import Reception
+from xds.arr import repository
+from xds.audit import events, syslog
+from xds.arr.repository import Reception
 from xds.audit.syslog import FrameError, OctetCountingReader
 from xds.config import Settings
-from xds.tls import refusal_reason, server_context, subject_string
+from xds.security.tls import refusal_reason, server_context, subject_string
 
-log = logging.getLogger("xds.audit.receiver")
+log = logging.getLogger("xds.arr.receiver")
 
 APP_NAME = "xds-audit-record-repository"
 CHUNK = 64 * 1024
