@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
+from xds import dtm
 from xds.model import (
     Association,
     AssociationType,
@@ -31,7 +32,6 @@ from xds.store.tables import (
     FolderRow,
     ObjectCodeRow,
     ReferenceIdRow,
-    pad_dtm,
 )
 
 APPROVED = AvailabilityStatus.APPROVED.value
@@ -156,12 +156,12 @@ def test_ping(engine):
     assert not db.ping(unreachable)
 
 
-def test_pad_dtm():
-    assert pad_dtm("2025") == "20250000000000"
-    assert pad_dtm("20250301101500") == "20250301101500"
-    assert pad_dtm(None) is None
+def test_dtm_padded():
+    assert dtm.padded("2025") == "20250000000000"
+    assert dtm.padded("20250301101500") == "20250301101500"
+    assert dtm.padded(None) is None
     # Padded values of different precision compare in time order.
-    assert pad_dtm("2024") < pad_dtm("20240101") <= pad_dtm("202401010000") < pad_dtm("2025")
+    assert dtm.padded("2024") < dtm.padded("20240101") <= dtm.padded("202401010000") < dtm.padded("2025")
 
 
 # -- registry -----------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 rim:Slot (a name with a list of string values), rim:Name / rim:Description (localized strings)
 and rim:VersionInfo (ebRIM 3.0; ITI TF-3 4.2.3).
 
-These functions only read; they judge nothing. What a slot means for XDS, and which slots may
+The readers judge nothing; `set_slot` is the one place that writes a slot (the registry and
+the repository set slots of their own on what they store: lastUpdateTime, hash, size,
+repositoryUniqueId). What a slot means for XDS, and which slots may
 hold how many values, is decided by `xds.ebrim.submission`.
 
 All lookups walk the element's children directly (no XPath): a SubmitObjectsRequest at national
@@ -72,3 +74,28 @@ def join_uri_segments(values: list[str]) -> str | None:
         numbered.append((int(match.group(1)), value[match.end():]))
     numbered.sort(key=lambda segment: segment[0])
     return "".join(text for _, text in numbered)
+
+
+def set_slot(element: etree._Element, name: str, *values: str) -> None:
+    """Give the ebRIM object `element` the slot `name` with `values`: the values of a slot of
+    that name are replaced (a duplicate of it is dropped), or the slot is added after the
+    object's other slots (slots come first in an ebRIM RegistryObject, before Name,
+    Description, Classification ...)."""
+    position = 0
+    found: etree._Element | None = None
+    for index, child in enumerate(element):
+        if child.tag == SLOT:
+            position = index + 1
+            if child.get("name") == name:
+                if found is None:
+                    found = child
+                else:
+                    element.remove(child)
+    if found is None:
+        found = etree.Element(SLOT, name=name)
+        element.insert(position, found)
+    for old in list(found):
+        found.remove(old)
+    value_list = etree.SubElement(found, VALUE_LIST)
+    for value in values:
+        etree.SubElement(value_list, VALUE).text = value

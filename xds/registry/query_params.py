@@ -20,7 +20,7 @@ The value syntax (ITI TF-2 3.18.4.1.2.3, the coding of query parameters, and the
   with no code or no scheme is an error (the toolkit's test 11897/classcode_scheme_mismatch).
 
 Times are checked as HL7 DTM (YYYY[MM[DD[hh[mm[ss]]]]]) and padded with '0' to 14 characters
-(`tables.pad_dtm`), as the tables store them, so find.py compares strings.
+(`xds.dtm.padded`), as the tables store them, so find.py compares strings.
 """
 
 from __future__ import annotations
@@ -31,15 +31,14 @@ from typing import Any
 
 from lxml import etree
 
+from xds import dtm
 from xds.ebrim import ns
 from xds.ebrim.slots import SLOT, slot_values
 from xds.errors import XdsError
 from xds.model import AssociationType, AvailabilityStatus, DocumentEntryType
 from xds.registry import stored_query
 from xds.registry.stored_query import Parameter, StoredQuery, ValueKind
-from xds.registry.validate import check_dtm
 from xds.rules import error
-from xds.store.tables import pad_dtm
 
 LEAF_CLASS = "LeafClass"
 OBJECT_REF = "ObjectRef"
@@ -260,10 +259,10 @@ def _value(parameter: Parameter, token: _Token) -> str:
                             reason="not a whole number")
             raise error("query.bad-time", parameter.name, param=parameter.name, value=value, reason="not digits")
         if kind is ValueKind.TIME:
-            reason = check_dtm(value)
+            reason = dtm.check(value)
             if reason:
                 raise error("query.bad-time", parameter.name, param=parameter.name, value=value, reason=reason)
-            return pad_dtm(value) or ""
+            return dtm.padded(value) or ""
         return value
     if not token.quoted:
         raise error("query.bad-value", parameter.name, param=parameter.name, value=value,

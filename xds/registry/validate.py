@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
+from xds import dtm
 from xds.errors import XdsError
 from xds.model import (
     Association,
@@ -68,7 +69,6 @@ HAS_MEMBER = AssociationType.HAS_MEMBER.value
 # short reason (used by the rules whose message has a {reason}).
 
 DOCUMENT_UNIQUE_ID_MAX_BYTES = 128  # ITI TF-3 4.2.3.2.26
-_DTM = re.compile(r"[0-9]{4}(?:[0-9]{2}){0,5}", re.ASCII)
 _HASH = re.compile(r"[0-9A-Fa-f]{40}", re.ASCII)
 _SIZE = re.compile(r"[0-9]+", re.ASCII)
 _LANGUAGE = re.compile(r"(?:[A-Za-z]{2,8}|[xXiI])(?:-[A-Za-z0-9]{1,8})*", re.ASCII)
@@ -108,33 +108,6 @@ def check_document_unique_id(value: str) -> str | None:
         return "the root is not an OID of at most 64 characters"
     if caret and (not extension or "^" in extension):
         return "'^' must be followed by one extension (and is left out when there is none)"
-    return None
-
-
-_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def check_dtm(value: str) -> str | None:
-    """HL7 DTM in UTC, ITI TF-3 4.2.3.1.7: YYYY[MM[DD[hh[mm[ss]]]]], a real date and time."""
-    if not _DTM.fullmatch(value):
-        return "not 4, 6, 8, 10, 12 or 14 digits"
-    n = len(value)
-    year = int(value[:4])
-    if n >= 6:
-        month = int(value[4:6])
-        if not 1 <= month <= 12:
-            return "no such month"
-        if n >= 8:
-            leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-            last = 29 if month == 2 and leap else _DAYS[month - 1]
-            if not 1 <= int(value[6:8]) <= last:
-                return "no such day"
-    if n >= 10 and int(value[8:10]) > 23:
-        return "no such hour"
-    if n >= 12 and int(value[10:12]) > 59:
-        return "no such minute"
-    if n >= 14 and int(value[12:14]) > 59:
-        return "no such second"
     return None
 
 
@@ -340,9 +313,9 @@ DOCUMENT_FORMATS: tuple[tuple[str, Getter, Callable[[str], str | None], str], ..
     ("sourcePatientId", _one("source_patient_id"), check_patient_id, "format.patient-id"),
     ("sourcePatientInfo", _many("source_patient_info"), check_source_patient_info,
      "format.source-patient-info"),
-    ("creationTime", _one("creation_time"), check_dtm, "format.dtm"),
-    ("serviceStartTime", _one("service_start_time"), check_dtm, "format.dtm"),
-    ("serviceStopTime", _one("service_stop_time"), check_dtm, "format.dtm"),
+    ("creationTime", _one("creation_time"), dtm.check, "format.dtm"),
+    ("serviceStartTime", _one("service_start_time"), dtm.check, "format.dtm"),
+    ("serviceStopTime", _one("service_stop_time"), dtm.check, "format.dtm"),
     ("hash", _one("hash"), check_hash, "format.hash"),
     ("size", _one("size"), check_size, "format.size"),
     ("languageCode", _one("language_code"), check_language, "format.language"),
@@ -361,7 +334,7 @@ SUBMISSION_SET_FORMATS: tuple[tuple[str, Getter, Callable[[str], str | None], st
     ("uniqueId", _one("unique_id"), check_oid, "format.oid"),
     ("sourceId", _one("source_id"), check_oid, "format.oid"),
     ("patientId", _one("patient_id"), check_patient_id, "format.patient-id"),
-    ("submissionTime", _one("submission_time"), check_dtm, "format.dtm"),
+    ("submissionTime", _one("submission_time"), dtm.check, "format.dtm"),
     ("homeCommunityId", _one("home_community_id"), check_home_community_id,
      "format.home-community-id"),
     ("authorPerson", _author_persons, check_xcn, "format.xcn"),
@@ -517,7 +490,7 @@ def _check_documents(submission: Submission, codes: CodeSet | None,
             errors.append(error("document.bad-object-type", doc.id, id=doc.id,
                                 value=doc.object_type))
         start, stop = doc.service_start_time, doc.service_stop_time
-        if start and stop and check_dtm(start) is None and check_dtm(stop) is None:
+        if start and stop and dtm.check(start) is None and dtm.check(stop) is None:
             n = min(len(start), len(stop))  # compare on the precision both have
             if start[:n] > stop[:n]:
                 errors.append(error("format.service-times", doc.id, id=doc.id, start=start,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from xds import dtm
 from xds.model import (
     Author,
     AvailabilityStatus,
@@ -38,7 +39,6 @@ from xds.store.tables import (
     ObjectCodeRow,
     ReferenceIdRow,
     SubmissionSetRow,
-    pad_dtm,
 )
 
 Kind = Literal["DocumentEntry", "SubmissionSet", "Folder", "Association"]
@@ -159,7 +159,7 @@ def touch_folders(session: Session, uuids: Iterable[str], time: str) -> int:
         result = session.execute(
             update(FolderRow.__table__)
             .where(FolderRow.entry_uuid.in_(chunk))
-            .values(last_update_time=pad_dtm(time))
+            .values(last_update_time=dtm.padded(time))
         )
         changed += result.rowcount
     return changed
@@ -252,9 +252,9 @@ def _document_row(d: DocumentEntry, xml: str, submission_set: str | None) -> dic
         "patient_id": d.patient_id,
         "status": d.status or APPROVED,
         "object_type": d.object_type,
-        "creation_time": pad_dtm(d.creation_time),
-        "service_start_time": pad_dtm(d.service_start_time),
-        "service_stop_time": pad_dtm(d.service_stop_time),
+        "creation_time": dtm.padded(d.creation_time),
+        "service_start_time": dtm.padded(d.service_start_time),
+        "service_stop_time": dtm.padded(d.service_stop_time),
         "hash": d.hash.lower() if d.hash else None,
         "size": int(d.size) if d.size else None,
         "repository_unique_id": d.repository_unique_id,
@@ -271,7 +271,7 @@ def _submission_set_row(ss: SubmissionSet, xml: str) -> dict[str, Any]:
         "unique_id": ss.unique_id,
         "source_id": ss.source_id,
         "patient_id": ss.patient_id,
-        "submission_time": pad_dtm(ss.submission_time),
+        "submission_time": dtm.padded(ss.submission_time),
         "status": ss.status or APPROVED,
         "home_community_id": ss.home_community_id,
         "xml": xml,
@@ -283,7 +283,7 @@ def _folder_row(f: Folder, xml: str) -> dict[str, Any]:
         "entry_uuid": f.id,
         "unique_id": f.unique_id,
         "patient_id": f.patient_id,
-        "last_update_time": pad_dtm(f.last_update_time),
+        "last_update_time": dtm.padded(f.last_update_time),
         "status": f.status or APPROVED,
         "home_community_id": f.home_community_id,
         "xml": xml,

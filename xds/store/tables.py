@@ -1,7 +1,7 @@
 """The registry's tables (SQLAlchemy 2 typed declarative).
 
 What belongs here: the schema, and the one value conversion every writer and reader of it must
-agree on (`pad_dtm`). What does not: queries, sessions, XML.
+agree on (times padded by `xds.dtm.padded`). What does not: queries, sessions, XML.
 
 The shape follows the ITI-18 stored queries. Each registry object is one row holding its ebRIM
 XML as stored (so LeafClass answers need no rebuilding) and, beside it, every value a stored
@@ -25,6 +25,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, SmallInteger, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from xds import dtm
+
 #: Column sizes. PostgreSQL enforces them, so they are generous: an OID is at most 64
 #: characters in XDS; a uniqueId may carry an extension (OID^ext); a CX patient id is
 #: id^^^&OID&ISO; code keys and author persons (XCN) are free text of the affinity domain.
@@ -33,20 +35,7 @@ OID = 128
 URN = 128  # status, objectType, association type
 PATIENT = 256
 TEXT_KEY = 512  # code^^^scheme, XCN, CXi
-DTM = 14  # YYYYMMDDhhmmss
-
-
-def pad_dtm(value: str | None) -> str | None:
-    """A DTM (YYYY[MM[DD[hh[mm[ss]]]]]) right-padded with '0' to 14 characters.
-
-    Padded values of any precision compare as strings in time order, so the time parameters
-    of stored queries become plain range conditions on an indexable column. The exact value
-    stays in the object's XML. Longer values (a validator lets none through) are cut so that
-    PostgreSQL's column length never turns a bad value into a database error.
-    """
-    if value is None:
-        return None
-    return value[:DTM].ljust(DTM, "0")
+DTM = dtm.LENGTH  # YYYYMMDDhhmmss, padded (xds.dtm)
 
 
 class CodeAttribute(str, enum.Enum):
