@@ -1,4 +1,5 @@
-"""Complete, valid model Submissions for tests, built without XML.
+"""Complete, valid model Submissions for tests, built without XML (`request()` writes one as
+the SubmitObjectsRequest a Document Source sends, with xds.ebrim.write).
 
 `make_submission()` gives a SubmissionSet with one stable DocumentEntry and its HasMember
 (SubmissionSetStatus Original); keyword arguments add documents, a folder, On-Demand entries.
@@ -19,6 +20,9 @@ from __future__ import annotations
 import itertools
 import uuid
 
+from lxml import etree
+
+from xds.ebrim.write import write_submission
 from xds.model import (
     Association,
     AssociationType,
@@ -183,6 +187,11 @@ def make_submission(documents: int = 1, folder: bool = False, patient: str = PAT
             submission.associations.append(
                 has_member(ss.id, link.id, assoc_id=new_id(f"SS-Folder01-Document{n:02d}")))
     return submission
+
+
+def request(submission: Submission) -> etree._Element:
+    """The lcm:SubmitObjectsRequest (ITI-42) of `submission`, written by xds.ebrim.write."""
+    return write_submission(submission)
 
 
 def find(submission: Submission, object_id: str):

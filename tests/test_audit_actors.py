@@ -1,5 +1,6 @@
-"""What the services tell the audit trail (xds.audit.actors): the values of a stored query's
-record, read from the request as the SOAP layer parsed it."""
+"""What the audit trail records of a transaction (xds.audit.actors): a TransactionContext
+written from the transaction's row, the request's addressing, the Caller and the actor's
+Result; the values of a stored query's record as the registry read them from the request."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import base64
 from lxml import etree
 
 from xds.audit import actors, events
+from xds.registry.query import named
+from xds.result import DocumentTouched, QueryNamed, Result
+from xds.rules import error
+from xds.security.caller import Caller
 from xds.soap.envelope import parse_envelope
+from xds.transactions import ITI_18, ITI_43
 
 QUERY_ID = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
 PATIENT = "6789^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO"
@@ -39,32 +45,73 @@ ENVELOPE = f"""<?xml version="1.0" encoding="UTF-8"?>
 </soap:Envelope>""".encode()
 
 
+
+
+class Recording:
+    """An audit trail that keeps what it is given."""
+
+    enabled = True
+
+    def __init__(self):
+        self.records: list[tuple[tuple[str, str], events.TransactionContext]] = []
+
+    def record_transaction(self, event, ctx):
+        self.records.append((event, ctx))
+
+
+def _recorded(transaction, request, result, caller=Caller("198.51.100.7", "CN=ehr.example")):
+    trail = Recording()
+    actors.record(trail, transaction, request, caller, result)
+    return trail.records
+
+
 def test_stored_query_values():
-    body = parse_envelope(ENVELOPE).body
-    values = actors.query(body)
-    assert (values["query_id"], values["patient_id"], values["home_community_id"]) == (QUERY_ID, PATIENT, HOME)
+    request = parse_envelope(ENVELOPE)
+    query = named(request.body)
+    assert (query.query_id, query.patient_id, query.home_community_id) == (QUERY_ID, PATIENT, HOME)
+    ((event, ctx),) = _recorded(ITI_18, request, Result(query=query))
+    assert event == ("ITI-18", "DocumentRegistry") and ctx.action == ITI_18.action
+    assert (ctx.query_id, ctx.patient_id, ctx.home_community_id) == (QUERY_ID, PATIENT, HOME)
+    assert (ctx.client_address, ctx.client_certificate) == ("198.51.100.7", "CN=ehr.example")
+    assert ctx.message_id == "urn:uuid:5b8d4b5a-4f0e-4d39-a0a5-4c55a1d0e2f1" and ctx.outcome.endswith(":Success")
     # the request on its own: a well-formed document that declares the namespaces it uses
-    request = etree.fromstring(values["query_request"])
-    assert request.tag == f"{{{QUERY_NS}}}AdhocQueryRequest"
-    assert request.nsmap["query"] == QUERY_NS and request.nsmap["rim"] == RIM_NS
-    assert etree.tostring(request, method="c14n") == etree.tostring(body, method="c14n", with_tail=False)
-    assert values["query_request"].endswith(b"</query:AdhocQueryRequest>")  # nothing of the envelope after it
+    recorded = etree.fromstring(ctx.query_request)
+    assert recorded.tag == f"{{{QUERY_NS}}}AdhocQueryRequest"
+    assert recorded.nsmap["query"] == QUERY_NS and recorded.nsmap["rim"] == RIM_NS
+    assert etree.tostring(recorded, method="c14n") == etree.tostring(request.body, method="c14n", with_tail=False)
+    assert ctx.query_request.endswith(b"</query:AdhocQueryRequest>")  # nothing of the envelope after it
 
 
 def test_stored_query_record_holds_the_request():
-    values = actors.query(parse_envelope(ENVELOPE).body)
-    ctx = events.TransactionContext(endpoint_url="https://registry.example.org/xds", **values)
-    message = etree.fromstring(events.iti18_registry(ctx, events.AuditSource("XDS-1")))
+    request = parse_envelope(ENVELOPE)
+    ((event, ctx),) = _recorded(ITI_18, request, Result(query=named(request.body)))
+    ctx.endpoint_url = "https://registry.example.org/xds"
+    message = etree.fromstring(events.build(*event, ctx, events.AuditSource("XDS-1")))
     recorded = base64.b64decode(message.findtext("ParticipantObjectIdentification/ParticipantObjectQuery"))
-    assert recorded == values["query_request"]
+    assert recorded == ctx.query_request
     assert etree.fromstring(recorded).find(f"{{{RIM_NS}}}AdhocQuery").get("id") == QUERY_ID
 
 
 def test_a_query_without_a_patient_or_adhoc_query():
     envelope = ENVELOPE.replace(b'name="$XDSDocumentEntryPatientId"', b'name="$Other"')
-    values = actors.query(parse_envelope(envelope).body)
-    assert values["patient_id"] == "" and values["query_id"] == QUERY_ID
-    empty = parse_envelope(ENVELOPE.replace(b"rim:AdhocQuery", b"rim:Other")).body
-    values = actors.query(empty)
-    assert set(values) == {"query_request"}
-    assert etree.fromstring(values["query_request"]).tag == f"{{{QUERY_NS}}}AdhocQueryRequest"
+    query = named(parse_envelope(envelope).body)
+    assert query.patient_id == "" and query.query_id == QUERY_ID
+    empty = parse_envelope(ENVELOPE.replace(b"rim:AdhocQuery", b"rim:Other"))
+    assert named(empty.body) == QueryNamed()
+    ((_, ctx),) = _recorded(ITI_18, empty, Result(query=named(empty.body)))
+    assert (ctx.query_id, ctx.patient_id) == ("", "")
+    assert etree.fromstring(ctx.query_request).tag == f"{{{QUERY_NS}}}AdhocQueryRequest"
+
+
+def test_a_retrieval_is_recorded_once_per_patient():
+    request = parse_envelope(ENVELOPE)  # what the request held does not matter here: the Result does
+    found = [DocumentTouched("d1", "P1", "1.2", "urn:oid:9"), DocumentTouched("d2", "P2", "1.2", "urn:oid:9"),
+             DocumentTouched("d3", "P2", "1.2", "urn:oid:9")]
+    records = _recorded(ITI_43, request, Result(documents=found))
+    assert [(ctx.patient_id, [d.unique_id for d in ctx.documents]) for _, ctx in records] == [
+        ("P1", ["d1"]), ("P2", ["d2", "d3"])]
+    assert records[0][1].documents[0].home_community_id == "urn:oid:9"
+    assert {event for event, _ in records} == {("ITI-43", "DocumentRepository")}
+    unknown = error("retrieve.unknown-document", "9.9", value="9.9", repository="1.2")
+    (none,) = _recorded(ITI_43, request, Result([unknown], content=[]))  # a Failure is recorded too
+    assert none[1].documents == () and none[1].outcome.endswith(":Failure")

@@ -115,31 +115,26 @@ def _b64(value: str) -> str:
     return base64.b64decode(value).decode("utf-8")
 
 
-# (transaction, actor, builder, context, schematron files): every row of EVENTS, with the rule
-# file(s) the Connectathon uses for that transaction, EventID and actor. ITI-18 mt01 is the
-# Document Consumer's record (3.18.5.1.1), mt02 the Document Registry's (3.18.5.1.2).
+# (transaction, actor): (context, schematron files): every row of EVENTS, with the rule file(s)
+# the Connectathon uses for that transaction, EventID and actor. ITI-18 mt01 is the Document
+# Consumer's record (3.18.5.1.1), mt02 the Document Registry's (3.18.5.1.2).
 CASES = {
     ("ITI-42", "DocumentRegistry"): (
-        events.iti42_registry,
         {"submission_set_unique_id": SUBMISSION_SET},
         ["ITI-42_110107_mt01_DICOM.sch"]),
     ("ITI-18", "DocumentRegistry"): (
-        events.iti18_registry,
         {"action": "urn:ihe:iti:2007:RegistryStoredQuery", "query_id": QUERY_ID,
              "query_request": QUERY},
         ["ITI-18_110112_mt02_DICOM.sch"]),
     ("ITI-41", "DocumentRepository"): (
-        events.iti41_repository,
         {"action": "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b",
              "endpoint_url": REPOSITORY_URL, "submission_set_unique_id": SUBMISSION_SET},
         ["ITI-41_110107_mt01_DICOM.sch"]),
     ("ITI-42", "DocumentRepository"): (
-        events.iti42_repository,
         {"reply_to": None, "client_address": "repository.example.org",
              "submission_set_unique_id": SUBMISSION_SET},
         ["ITI-42_110106_mt01_DICOM.sch"]),
     ("ITI-43", "DocumentRepository"): (
-        events.iti43_repository,
         {"action": "urn:ihe:iti:2007:RetrieveDocumentSet", "endpoint_url": REPOSITORY_URL,
              "patient_id": "", "documents": DOCUMENTS},
         ["ITI-43_110106_mt01_DICOM.sch"]),
@@ -147,8 +142,8 @@ CASES = {
 
 
 def _message(key) -> etree._Element:
-    builder, values, _ = CASES[key]
-    return _parse(builder(_context(**values), SOURCE))
+    values, _ = CASES[key]
+    return _parse(events.build(*key, _context(**values), SOURCE))
 
 
 def test_every_event_of_the_table_is_tested():
@@ -157,8 +152,8 @@ def test_every_event_of_the_table_is_tested():
 
 @pytest.mark.parametrize("key", list(CASES), ids=lambda k: f"{k[0]}-{k[1]}")
 def test_message_is_valid_dicom_audit_xml(schema, key):
-    builder, values, _ = CASES[key]
-    data = builder(_context(**values), SOURCE)
+    values, _ = CASES[key]
+    data = events.build(*key, _context(**values), SOURCE)
     message = _parse(data)
     assert schema.validate(message), schema.error_log
     # written as lxml writes it: serializing the parsed message gives the same bytes
@@ -169,7 +164,7 @@ def test_message_is_valid_dicom_audit_xml(schema, key):
 def test_message_passes_connectathon_schematron(key):
     message = _message(key)
     spec = events.EVENTS[key]
-    for name in CASES[key][2]:
+    for name in CASES[key][1]:
         assert name.startswith(f"{key[0]}_{spec.event_id.code}_")
         _assert_schematron(name, message)
 
@@ -214,7 +209,7 @@ def test_event_identification(key, event_id, action, type_code):
     (12, "12"),
 ])
 def test_outcome_indicator(schema, outcome, indicator):
-    message = _parse(events.iti42_registry(
+    message = _parse(events.build("ITI-42", "DocumentRegistry",
         _context(outcome=outcome, submission_set_unique_id=SUBMISSION_SET), SOURCE))
     assert _one(message, "EventIdentification").get("EventOutcomeIndicator") == indicator
     assert schema.validate(message)
@@ -249,7 +244,7 @@ def test_registry_import_participants():
 
 
 def test_anonymous_reply_to():
-    message = _parse(events.iti41_repository(
+    message = _parse(events.build("ITI-41", "DocumentRepository",
         _context(reply_to=None, endpoint_url=REPOSITORY_URL,
                  submission_set_unique_id=SUBMISSION_SET), SOURCE))
     assert _participant(message, "110153").get("UserID") == \
@@ -280,8 +275,8 @@ def test_stored_query_object():
 
 
 def test_stored_query_without_patient(schema):
-    message = _parse(events.iti18_registry(_context(patient_id="", query_id=QUERY_ID,
-                                                    query_request=QUERY), SOURCE))
+    message = _parse(events.build("ITI-18", "DocumentRegistry",
+                                  _context(patient_id="", query_id=QUERY_ID, query_request=QUERY), SOURCE))
     assert not message.xpath("ParticipantObjectIdentification[@ParticipantObjectTypeCode='1']")
     assert schema.validate(message)
     _assert_schematron("ITI-18_110112_mt02_DICOM.sch", message)
@@ -311,9 +306,9 @@ def test_retrieve_names_each_document():
 
 def test_human_requestor(schema):
     person = HumanRequestor("alice@hospital.example", "Alice Doe",
-                            (events.Code("HCP", "2.16.756.5.30.1.127.3.10.6",
+                            (events.CodedValue("HCP", "2.16.756.5.30.1.127.3.10.6",
                                          "Healthcare professional"),))
-    message = _parse(events.iti41_repository(
+    message = _parse(events.build("ITI-41", "DocumentRepository",
         _context(endpoint_url=REPOSITORY_URL, submission_set_unique_id=SUBMISSION_SET,
                  human_requestor=person), SOURCE))
     assert schema.validate(message), schema.error_log
@@ -325,38 +320,56 @@ def test_human_requestor(schema):
 
 
 def test_a_transactions_values_kept_for_later_write_the_same_message():
-    """The audit trail spools a transaction's values (marshal) and writes the message when it
-    sends it: what it writes then is what the builder writes now."""
-    import marshal
+    """The audit trail spools a transaction's values as JSON (xds.audit.trail) and writes the
+    message when it sends it: what it writes then is what build() writes now, whatever a
+    client sent (lone surrogates, bytes that are not UTF-8) and whatever the outcome's type."""
+    import json
 
-    person = HumanRequestor("alice@hospital.example", "Alice Doe", (events.Code("HCP", "2.16.756", "HCP"),))
-    for build, ctx in (
-        (events.iti43_repository, _context(documents=DOCUMENTS, human_requestor=person,
-                                           time=dt.datetime(2026, 11, 24, 9, 30, 15, 123456, tzinfo=dt.UTC))),
-        (events.iti18_registry, _context(query_id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d",
-                                         query_request="<q>紹介状</q>".encode(), outcome="Failure",
-                                         time=dt.datetime(2026, 11, 24, 18, 30, tzinfo=dt.timezone(dt.timedelta(hours=9))))),
+    person = HumanRequestor("alice@hospital.example", "Alice Doe", (events.CodedValue("HCP", "2.16.756", "HCP"),))
+    value = HOSTILE + NOT_XML
+    for key, ctx in (
+        (("ITI-43", "DocumentRepository"), _context(
+            documents=DOCUMENTS, human_requestor=person,
+            time=dt.datetime(2026, 11, 24, 9, 30, 15, 123456, tzinfo=dt.UTC))),
+        (("ITI-18", "DocumentRegistry"), _context(
+            query_id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d", query_request="<q>紹介状</q>".encode(),
+            outcome="Failure", time=dt.datetime(2026, 11, 24, 18, 30, tzinfo=dt.timezone(dt.timedelta(hours=9))))),
+        (("ITI-18", "DocumentRegistry"), _context(
+            query_id=f"urn:uuid:{value}", query_request=b"\xff\xfe<q/>\x00" + value.encode("utf-8", "surrogatepass"),
+            outcome=events.EventOutcome.MAJOR_FAILURE, reply_to=value, patient_id=value, message_id=None,
+            human_requestor=HumanRequestor(value, value, (events.CodedValue(value, value, value),)))),
     ):
-        kept = marshal.loads(marshal.dumps((events.context_values(ctx), events.source_values(SOURCE))))
+        # as the trail keeps them: JSON, its lone surrogates as they were (UTF-8, surrogatepass)
+        kept = json.loads(json.dumps((events.context_values(ctx), events.source_values(SOURCE)), ensure_ascii=False)
+                          .encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass"))
         again = events.context_from_values(kept[0])
         assert again == ctx and events.source_from_values(kept[1]) == SOURCE
-        assert build(again, SOURCE) == build(ctx, SOURCE)
+        assert events.build(*key, again, SOURCE) == events.build(*key, ctx, SOURCE)
+
+
+def test_the_spools_values_name_every_field_of_a_transaction():
+    """CONTEXT_FIELDS is the spool's layout: a field added to TransactionContext must be added
+    there too, and that is a new layout (xds.audit.trail._LAYOUT) whose old one is still read."""
+    import dataclasses
+
+    assert sorted(events.CONTEXT_FIELDS) == sorted(f.name for f in dataclasses.fields(TransactionContext))
+    assert len(events.context_values(_context())) == len(events.CONTEXT_FIELDS)
 
 
 def test_missing_required_values_are_refused():
     with pytest.raises(ValueError, match="patient"):
-        events.iti41_repository(_context(patient_id="", submission_set_unique_id=SUBMISSION_SET),
-                                SOURCE)
+        events.build("ITI-41", "DocumentRepository",
+                     _context(patient_id="", submission_set_unique_id=SUBMISSION_SET), SOURCE)
     with pytest.raises(ValueError, match="submission set"):
-        events.iti42_registry(_context(), SOURCE)
+        events.build("ITI-42", "DocumentRegistry", _context(), SOURCE)
     with pytest.raises(ValueError, match="document"):
-        events.iti43_repository(_context(), SOURCE)
+        events.build("ITI-43", "DocumentRepository", _context(), SOURCE)
     with pytest.raises(ValueError, match="stored query id"):
-        events.iti18_registry(_context(query_request=QUERY), SOURCE)
+        events.build("ITI-18", "DocumentRegistry", _context(query_request=QUERY), SOURCE)
 
 
 def test_stored_query_home_community(schema):
-    message = _parse(events.iti18_registry(
+    message = _parse(events.build("ITI-18", "DocumentRegistry",
         _context(query_id=QUERY_ID, query_request=QUERY,
                  home_community_id="urn:oid:1.3.6.1.4.1.21367.2010.1.2.2045"), SOURCE))
     assert schema.validate(message), schema.error_log
@@ -427,7 +440,7 @@ def test_context_from_soap_request():
                                       patient_id=PATIENT, submission_set_unique_id=SUBMISSION_SET)
     assert (ctx.action, ctx.message_id, ctx.reply_to, ctx.client_address) == (
         "urn:ihe:iti:2007:RegisterDocumentSet-b", "urn:uuid:abcd", REPLY_TO, "198.51.100.7")
-    message = _parse(events.iti42_registry(ctx, SOURCE))
+    message = _parse(events.build("ITI-42", "DocumentRegistry", ctx, SOURCE))
     assert _one(message, "EventIdentification").get("EventOutcomeIndicator") == "8"
     assert _participant(message, "110153").get("NetworkAccessPointID") == "198.51.100.7"
     _assert_schematron("ITI-42_110107_mt01_DICOM.sch", message)
@@ -457,9 +470,9 @@ def test_hostile_values_are_escaped_and_round_trip(schema, not_xml):
         query_id=f"urn:uuid:{value}", query_request=value.encode("utf-8", "surrogatepass"),
         query_encoding=value, home_community_id=value, process_id=value,
         human_requestor=HumanRequestor(f"u{value}", f"n{value}",
-                                       (events.Code(f"c{value}", f"s{value}", f"t{value}"),)))
+                                       (events.CodedValue(f"c{value}", f"s{value}", f"t{value}"),)))
     expected = _replaced(value)
-    message = _parse(events.iti18_registry(ctx, SOURCE))
+    message = _parse(events.build("ITI-18", "DocumentRegistry", ctx, SOURCE))
     assert schema.validate(message), schema.error_log
     event = _one(message, "EventIdentification")
     assert event.get("EventOutcomeIndicator") == "8"
@@ -491,10 +504,10 @@ def test_hostile_values_are_escaped_and_round_trip(schema, not_xml):
 
 
 @pytest.mark.parametrize("build", [
-    lambda ctx, value: events.iti42_registry(ctx, SOURCE),
-    lambda ctx, value: events.iti41_repository(ctx, SOURCE),
-    lambda ctx, value: events.iti42_repository(ctx, SOURCE),
-    lambda ctx, value: events.iti43_repository(ctx, SOURCE),
+    lambda ctx, value: events.build("ITI-42", "DocumentRegistry", ctx, SOURCE),
+    lambda ctx, value: events.build("ITI-41", "DocumentRepository", ctx, SOURCE),
+    lambda ctx, value: events.build("ITI-42", "DocumentRepository", ctx, SOURCE),
+    lambda ctx, value: events.build("ITI-43", "DocumentRepository", ctx, SOURCE),
     lambda ctx, value: events.security_alert(ctx, SOURCE, reason=value),
     lambda ctx, value: events.application_start(value, AuditSource(value, value), launcher=value,
                                                 process_id=value, address=value, outcome=8),
@@ -521,8 +534,8 @@ def test_every_builder_writes_well_formed_xml_whatever_the_values(schema, build)
 
 def test_a_value_cannot_forge_the_outcome():
     forged = 'x" EventOutcomeIndicator="0" y="'
-    data = events.iti42_registry(_context(outcome="Failure", submission_set_unique_id=SUBMISSION_SET,
-                                          reply_to=forged, patient_id=forged), SOURCE)
+    data = events.build("ITI-42", "DocumentRegistry", _context(
+        outcome="Failure", submission_set_unique_id=SUBMISSION_SET, reply_to=forged, patient_id=forged), SOURCE)
     assert b'EventOutcomeIndicator="0"' not in data
     message = _parse(data)
     assert _one(message, "EventIdentification").get("EventOutcomeIndicator") == "8"

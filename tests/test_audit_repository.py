@@ -47,7 +47,7 @@ def retrieve_event(*, patient: str = PATIENT, documents=("1.2.392.1.1", "1.2.392
         client_address=client, endpoint_url="https://repository.kmix.example/repository",
         patient_id=patient, documents=[events.DocumentRef(d, "1.2.392.9") for d in documents],
         human_requestor=requestor, time=time, client_certificate="CN=consumer,O=Kagawa Hospital")
-    message = events.iti43_repository(ctx, SOURCE)
+    message = events.build("ITI-43", "DocumentRepository", ctx, SOURCE)
     if patient_name:
         root = etree.fromstring(message)
         for element in root.iter("ParticipantObjectIdentification"):
@@ -64,7 +64,7 @@ def query_event(*, patient: str = PATIENT, time: dt.datetime = T0) -> bytes:
         client_address="10.9.9.9", endpoint_url="https://registry.kmix.example/registry", patient_id=patient,
         query_id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d", query_request=b"<AdhocQueryRequest/>",
         time=time)
-    return events.iti18_registry(ctx, events.AuditSource("KMIX-REGISTRY"))
+    return events.build("ITI-18", "DocumentRegistry", ctx, events.AuditSource("KMIX-REGISTRY"))
 
 
 def submit_event(*, patient: str = PATIENT, time: dt.datetime = T0) -> bytes:
@@ -73,7 +73,7 @@ def submit_event(*, patient: str = PATIENT, time: dt.datetime = T0) -> bytes:
         client_address="10.5.5.5", endpoint_url="https://repository.kmix.example/repository", patient_id=patient,
         submission_set_unique_id="1.2.392.77.1", time=time,
         human_requestor=events.HumanRequestor("suzuki@marugame.example", "鈴木 花子"))
-    return events.iti41_repository(ctx, SOURCE)
+    return events.build("ITI-41", "DocumentRepository", ctx, SOURCE)
 
 
 def syslog_message(message: bytes, *, hostname: str = "repository-1") -> bytes:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -30,8 +31,8 @@ from tests.test_repository_support import (
     status_of,
     stop_server,
 )
-from xds.audit import actors, events, syslog
-from xds.audit.spool import Spool
+from xds.audit import events, syslog
+from xds.audit.spool import AuditSpool
 from xds.audit.trail import NO_AUDIT, AuditTrail
 from xds.config import Settings
 
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.skipif(not AUDIT.is_dir(), reason=f"conformance data mi
 # -- the spool --------------------------------------------------------------------------------
 
 
-def _deliver(spool: Spool, destination: str, count: int | None = None) -> list[bytes]:
+def _deliver(spool: AuditSpool, destination: str, count: int | None = None) -> list[bytes]:
     """What a sender does: read the records after `destination`'s cursor, say they went."""
     cursor = spool.cursor(destination)
     records = cursor.read(limit=1000)
@@ -53,7 +54,7 @@ def _deliver(spool: Spool, destination: str, count: int | None = None) -> list[b
 
 def test_spool_keeps_records_until_every_destination_has_them(tmp_path):
     a, b = "tls://a:6514", "udp://b:514"
-    spool = Spool(tmp_path / "spool", [a, b], max_bytes=10_000)
+    spool = AuditSpool(tmp_path / "spool", [a, b], max_bytes=10_000)
     for n in range(5):
         assert spool.append(b"record %d" % n)
     assert _deliver(spool, a) == [b"record %d" % n for n in range(5)]
@@ -62,14 +63,14 @@ def test_spool_keeps_records_until_every_destination_has_them(tmp_path):
     assert spool.unsent(b) == [b"record 3", b"record 4"]
     assert spool.waiting() == 2 * (len(b"record 3") + 16)  # message and frame
 
-    again = Spool(tmp_path / "spool", [a, b], max_bytes=10_000)  # a restart: nothing forgotten
+    again = AuditSpool(tmp_path / "spool", [a, b], max_bytes=10_000)  # a restart: nothing forgotten
     assert again.unsent(b) == [b"record 3", b"record 4"] and again.unsent(a) == []
     assert again.append(b"record 5") and again.unsent(a) == [b"record 5"]
 
 
 def test_delivered_segments_are_deleted_once_sealed(tmp_path):
     a = "udp://a:514"
-    spool = Spool(tmp_path / "spool", [a], max_bytes=40_000)  # segments of 5,000 bytes
+    spool = AuditSpool(tmp_path / "spool", [a], max_bytes=40_000)  # segments of 5,000 bytes
     for n in range(12):
         assert spool.append(b"%04d" % n + b"." * 996)
     assert len(spool.segments()) == 3  # the first two full, and the one being written
@@ -82,8 +83,8 @@ def test_delivered_segments_are_deleted_once_sealed(tmp_path):
 
 def test_records_of_several_writers_are_delivered_in_the_order_written(tmp_path):
     a = "tcp://a:601"
-    first = Spool(tmp_path / "spool", [a], max_bytes=10_000)
-    second = Spool(tmp_path / "spool", [a], max_bytes=10_000)  # another worker: its own segment
+    first = AuditSpool(tmp_path / "spool", [a], max_bytes=10_000)
+    second = AuditSpool(tmp_path / "spool", [a], max_bytes=10_000)  # another worker: its own segment
     for n in range(6):
         assert (first if n % 2 else second).append(b"record %d" % n)
     assert len(first.segments()) == 2
@@ -92,7 +93,7 @@ def test_records_of_several_writers_are_delivered_in_the_order_written(tmp_path)
 
 def test_a_record_lost_in_a_crash_is_skipped(tmp_path, caplog):
     a = "tcp://a:601"
-    spool = Spool(tmp_path / "spool", [a], max_bytes=10_000)
+    spool = AuditSpool(tmp_path / "spool", [a], max_bytes=10_000)
     assert spool.append(b"whole")
     spool.close()
     (segment,) = spool.segments()
@@ -107,7 +108,7 @@ def test_a_record_lost_in_a_crash_is_skipped(tmp_path, caplog):
 
 def test_a_cursor_torn_by_a_crash_falls_back_one_batch(tmp_path):
     a = "tcp://a:601"
-    spool = Spool(tmp_path / "spool", [a], max_bytes=10_000)
+    spool = AuditSpool(tmp_path / "spool", [a], max_bytes=10_000)
     for n in range(4):
         spool.append(b"record %d" % n)
     _deliver(spool, a, count=1)
@@ -121,7 +122,7 @@ def test_a_cursor_torn_by_a_crash_falls_back_one_batch(tmp_path):
 
 def test_a_full_spool_refuses_and_lets_one_alert_in(tmp_path):
     destination = "udp://a:514"
-    spool = Spool(tmp_path / "spool", [destination], max_bytes=100)
+    spool = AuditSpool(tmp_path / "spool", [destination], max_bytes=100)
     assert spool.append(b"x" * 60)
     assert not spool.append(b"y" * 60)
     assert not spool.append(b"z" * 60)
@@ -132,8 +133,38 @@ def test_a_full_spool_refuses_and_lets_one_alert_in(tmp_path):
     assert spool.state()["full"] == 0 and spool.append(b"y" * 60)  # the episode is over
 
 
+def _files(directory: Path) -> dict[str, tuple]:
+    """Each file of `directory`: its size, its time of change and its bytes."""
+    return {path.name: (path.stat().st_size, path.stat().st_mtime_ns, path.read_bytes())
+            for path in sorted(directory.iterdir())}
+
+
+def test_looking_at_the_spool_changes_nothing(tmp_path):
+    """state() and waiting() are what GET /health calls: they only read, even when the records
+    waiting have fallen to half the bound and the full episode is over. The episode ends where
+    the waiting records are measured anyway: by a writer, or by the sender after a batch."""
+    destination = "udp://a:514"
+    spool = AuditSpool(tmp_path / "spool", [destination], max_bytes=100)
+    _deliver(spool, destination)  # a cursor file, as a sender leaves one
+    assert spool.append_alert(b"alert")  # an episode's alert; 21 bytes wait, under half the bound
+    before = _files(tmp_path / "spool")
+    assert "full" in before
+    for _ in range(3):
+        assert spool.state() == {"bytes": 21, "refused": 0, "full": 1}
+        assert spool.waiting() == 21
+    assert _files(tmp_path / "spool") == before
+
+    assert spool.append(b"record")  # the writer measures (the first time, then every RESCAN s)
+    assert spool.state()["full"] == 0
+
+    assert spool.append_alert(b"alert")  # another episode
+    assert spool.state()["full"] == 1
+    _deliver(spool, destination)  # the sender, after a batch (Cursor.advance -> purge)
+    assert spool.state()["full"] == 0
+
+
 def test_a_new_destination_gets_what_waits(tmp_path):
-    spool = Spool(tmp_path / "spool", ["udp://a:1", "udp://b:2"], max_bytes=10_000)
+    spool = AuditSpool(tmp_path / "spool", ["udp://a:1", "udp://b:2"], max_bytes=10_000)
     spool.append(b"one")
     _deliver(spool, "udp://a:1")
     assert spool.waiting() > 0  # b has not started: the record stays
@@ -336,7 +367,7 @@ def test_records_survive_the_process_being_killed(tmp_path):
         "os.kill(os.getpid(), signal.SIGKILL)\n")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, timeout=60)
     assert done.returncode == -9, done.stderr
-    spool = Spool(tmp_path / "audit-spool", ["udp://127.0.0.1:9"], max_bytes=1 << 30)
+    spool = AuditSpool(tmp_path / "audit-spool", ["udp://127.0.0.1:9"], max_bytes=1 << 30)
     names = [etree.fromstring(syslog.parse(m).msg).find("ActiveParticipant").get("UserID")
              for m in spool.unsent("udp://127.0.0.1:9")]
     assert names == [f"app-{n}" for n in range(50)]
@@ -359,31 +390,22 @@ def test_a_transaction_record_that_cannot_be_written_is_logged_and_the_rest_go_o
     receiver = _udp_receiver()
     trail = AuditTrail.from_settings(Settings(data_dir=tmp_path,
                                               audit_destinations=f"udp://127.0.0.1:{receiver.getsockname()[1]}"))
-    trail.record_transaction(events.iti18_registry, events.TransactionContext(outcome="Success"))  # no query id
-    trail.record_transaction(events.security_alert, events.TransactionContext())  # not a transaction's
+    query = ("ITI-18", "DocumentRegistry")
+    trail.record_transaction(query, events.TransactionContext(outcome="Success"))  # no query id
+    trail.record_transaction(("ITI-18", "DocumentConsumer"), events.TransactionContext())  # not an EVENTS key
+    trail.record_transaction(events.security_alert, events.TransactionContext())  # a function, not a key
     trail.spool.append(b"\x00\x09values of a later release")  # a layout this release does not know
-    trail.record_transaction(events.iti18_registry, events.TransactionContext(query_id="urn:uuid:1", outcome=0))
-    assert "is not a transaction's audit builder" in caplog.text
+    trail.record_transaction(query, events.TransactionContext(query_id="urn:uuid:1", outcome=0))
+    refused = [r for r in caplog.records if r.exc_info and "is not a transaction's audit event" in str(r.exc_info[1])]
+    assert len(refused) == 2 and all(r.getMessage().startswith("AUDIT RECORD LOST") for r in refused)
+    assert len(trail.spool.unsent(trail.destinations[0])) == 3  # the refused two were never kept
     trail.start()
     assert trail.flush(10)
     (record,) = _receive(receiver, 1)
     assert record.find("ParticipantObjectIdentification").get("ParticipantObjectID") == "urn:uuid:1"
     assert "cannot be written as a message" in caplog.text and "stored query id" in caplog.text
-    assert "layout 9 of a transaction's values is not this release's" in caplog.text
+    assert "layout 9 of a transaction's values is not one this release reads (1 to 2)" in caplog.text
     trail.close()
-
-
-def test_a_retrieval_is_recorded_once_per_patient():
-    request = etree.fromstring(
-        '<RetrieveDocumentSetRequest xmlns="urn:ihe:iti:xds-b:2007">'
-        + "".join(f"<DocumentRequest><RepositoryUniqueId>1.2</RepositoryUniqueId>"
-                  f"<DocumentUniqueId>{uid}</DocumentUniqueId></DocumentRequest>" for uid in ("d1", "d2", "d3", "d4"))
-        + "</RetrieveDocumentSetRequest>")
-    records = actors.retrievals(request, [("d3", "P2"), ("d1", "P1"), ("d2", "P2")], "1.2", "urn:oid:9")
-    assert [(r["patient_id"], [d.unique_id for d in r["documents"]]) for r in records] == [
-        ("P1", ["d1"]), ("P2", ["d2", "d3"])]
-    assert records[0]["documents"][0].home_community_id == "urn:oid:9"
-    assert actors.retrievals(request, [], "1.2") == [{"documents": []}]  # a Failure is recorded too
 
 
 def test_health_shows_the_audit_backlog(tmp_path):

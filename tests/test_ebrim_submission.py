@@ -9,6 +9,13 @@ assign_uuids. One test per structural rule is in test_rules_structure.py.
 attribute Register Document Set-b requires, a SubmissionSet, a HasMember with
 SubmissionSetStatus Original) as an lxml tree; the helpers below it let a test change just
 what it is about.
+
+These requests are written by hand on purpose, not with `xds.ebrim.write`: the tests hold the
+reader to ITI TF-3 as senders write it, and the writer walks the reader's own tables, so XML
+from the writer could not show a table entry that is wrong. tests/test_rules_structure.py
+builds on them to break ebRIM structure (loose, misplaced, duplicate or missing parts), which
+a writer of valid ebRIM does not produce. The writer's tests (tests/test_ebrim_write.py) read
+these same requests back through it.
 """
 
 from __future__ import annotations

@@ -13,11 +13,13 @@ from sqlalchemy import select
 from tests import queries as q
 from tests import submissions as s
 from tests.queries import ask, quote, quote_list, register
+from xds.dispatch import Dispatcher
 from xds.registry import service
 from xds.registry.query import RegistryStoredQuery
 from xds.rules import RULES
 from xds.soap import SoapRequest
 from xds.store.tables import AssociationRow
+from xds.transactions import ITI_18
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -329,19 +331,21 @@ def test_answers_are_valid_by_the_schema(folder_submission, stored, query_schema
 
 
 def test_the_soap_action_answers_and_hides_failures(registry, stored):
-    actions = service.actions(registry)
-    request = SoapRequest(action=service.STORED_QUERY, message_id="urn:uuid:1", header=None,
+    def serve(query):
+        return Dispatcher({"DocumentRegistry": service.RegistryService(registry, query)}).handler(ITI_18)
+
+    request = SoapRequest(action=ITI_18.action, message_id="urn:uuid:1", header=None,
                           body=q.request("FindDocuments", ("$XDSDocumentEntryPatientId", quote(s.PATIENT)),
                                          q.APPROVED_DOCUMENTS))
-    response = actions[service.STORED_QUERY](request)
+    response = serve(service.stored_query_for(registry))(request)
     assert response.action == "urn:ihe:iti:2007:RegistryStoredQueryResponse"
     assert q.read(response.body).status == "Success"
 
     class Broken:
-        def query(self, request):
+        def stored_query(self, request):
             raise RuntimeError("the disk is on fire")
 
-    broken = service.actions(registry, query=Broken())[service.STORED_QUERY](request)
+    broken = serve(Broken())(request)
     answer = q.read(broken.body)
     assert answer.status == "Failure" and answer.codes == ["XDSRegistryError"]
     assert "urn:uuid:1" in answer.errors[0].context and "fire" not in answer.errors[0].context

@@ -15,7 +15,11 @@ from tests.test_repository_support import RIM, XDSB, codes_of, pnr_request
 from xds.ebrim.response import registry_response
 from xds.registry.register import DocumentRegistry
 from xds.repository.blobs import FileBlobStore
-from xds.repository.provide import ProvideAndRegister, set_slot
+from xds.ebrim.retrieve import retrieve_document_set_response
+from xds.ebrim.slots import set_slot
+from xds.ebrim.submission import ParsedSubmission
+from xds.model import Submission
+from xds.repository.provide import ProvideAndRegister
 from xds.repository.registration import LocalRegistry
 from xds.repository.retrieve import RetrieveDocumentSet
 from xds.rules import RULES, error
@@ -30,8 +34,8 @@ class FakeRegistry:
         self.answer = list(answer)
         self.received: list[etree._Element] = []
 
-    def __call__(self, submit):
-        self.received.append(submit)
+    def __call__(self, parsed):
+        self.received.append(parsed.request)  # the SubmitObjectsRequest a remote registry is sent
         return list(self.answer)
 
 
@@ -154,7 +158,7 @@ def test_a_store_that_cannot_write(blobs, monkeypatch):
 
 
 def test_a_registry_that_raises_leaves_nothing(blobs):
-    def broken(submit):
+    def broken(parsed):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
@@ -206,16 +210,19 @@ def test_retrieve_outcomes(blobs):
     _, ids, _ = _provide(blobs, FakeRegistry(), [("Document01", b"letter", "text/plain")])
     retrieve = RetrieveDocumentSet(REPOSITORY, blobs)
     found = retrieve.retrieve(_request((REPOSITORY, ids["Document01"], "urn:oid:1.2.3")))
-    assert found.response.find("{*}RegistryResponse").get("status").endswith(":Success")
-    assert [f.document.unique_id for f in found.found] == [ids["Document01"]]
-    assert found.response.findtext(f".//{{{XDSB}}}HomeCommunityId") == "urn:oid:1.2.3"
+    response = retrieve_document_set_response(found)[0]
+    assert response.find("{*}RegistryResponse").get("status").endswith(":Success")
+    assert [f.document.unique_id for f in found.content] == [ids["Document01"]]
+    assert response.findtext(f".//{{{XDSB}}}HomeCommunityId") == "urn:oid:1.2.3"
     # "retrieve.unknown-document", "retrieve.unknown-repository"
     partial = retrieve.retrieve(_request((REPOSITORY, ids["Document01"]), (REPOSITORY, "9.9"), ("1.2.3", "9.8")))
-    assert partial.response.find("{*}RegistryResponse").get("status").endswith(":PartialSuccess")
+    assert retrieve_document_set_response(partial)[0].find("{*}RegistryResponse").get("status").endswith(
+        ":PartialSuccess")
     assert [(e.code, e.location) for e in partial.errors] == [
         ("XDSDocumentUniqueIdError", "9.9"), ("XDSUnknownRepositoryId", "9.8")]
     none = retrieve.retrieve(_request((REPOSITORY, "9.9")))
-    assert none.response.find("{*}RegistryResponse").get("status").endswith(":Failure") and none.found == []
+    assert retrieve_document_set_response(none)[0].find("{*}RegistryResponse").get("status").endswith(
+        ":Failure") and none.content == []
 
 
 def test_retrieve_of_a_request_without_documents(blobs):
@@ -243,19 +250,20 @@ def test_remote_registry_answers(monkeypatch):
     from xds.repository.registration import RemoteRegistry
 
     remote = RemoteRegistry("http://registry.invalid/registry")
+    submission = ParsedSubmission(Submission(), request=etree.Element("x"))
 
     def refused(*args, **kwargs):
         raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
 
     monkeypatch.setattr(client, "post_soap", refused)
-    assert [e.code for e in remote.register(etree.Element("x"))] == ["XDSRegistryNotAvailable"]
+    assert [e.code for e in remote.register(submission)] == ["XDSRegistryNotAvailable"]
 
     def fault(*args, **kwargs):
         raise ValueError("SOAP fault from http://registry.invalid/registry: no")
 
     monkeypatch.setattr(client, "post_soap", fault)
-    assert [e.code for e in remote.register(etree.Element("x"))] == ["XDSRegistryError"]
+    assert [e.code for e in remote.register(submission)] == ["XDSRegistryError"]
 
     monkeypatch.setattr(client, "post_soap", lambda *a, **k: registry_response([]))
-    assert remote.register(etree.Element("x")) == []
+    assert remote.register(submission) == []
     assert remote.is_registered("1.2", "ab") is None

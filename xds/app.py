@@ -1,35 +1,38 @@
-"""Wires the actors to their endpoints: one WSGI application for the whole server.
+"""Wires the actors to their endpoints: one WSGI application for the whole server. Which
+transaction is served where, and by which actor, is the table in xds.transactions; every one
+comes in the same way (xds.dispatch).
 
-    POST /registry          ITI-42 Register Document Set-b
+    POST /registry          ITI-42 Register Document Set-b, ITI-18 Registry Stored Query
     POST /repository        ITI-41 Provide and Register Document Set-b, ITI-43 Retrieve Document Set
     GET  /repository?wsdl   the repository's WSDL
     GET  /registry?wsdl     the registry's WSDL
     GET  /schemas/<file>    the XML Schemas the WSDLs import
     GET  /health            JSON: is the database reachable; the audit records waiting to be sent
-    POST /null              only with null_endpoint on: any SOAP action, a constant Success
-                            (the floor bench/ measures the registry against)
-    POST /null/repository   only with null_endpoint on: ITI-41/43 without XDS processing (the
-                            floor bench/repository.py measures the repository against)
+    POST /null              only with null_endpoint on: the benchmarks' floors (xds.floor)
+    POST /null/repository
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
 
 from xds import config
+from xds.audit import actors
 from xds.audit.trail import AuditTrail
-from xds.ebrim.response import registry_response
-from xds.registry import service as registry_service
+from xds.dispatch import Dispatcher
+from xds.floor import NullEndpoint, repository_floor
 from xds.registry.codes import CodeSet
 from xds.registry.register import DocumentRegistry
+from xds.registry.service import RegistryService
 from xds.repository import service as repository_service
-from xds.soap import SoapEndpoint, SoapRequest, SoapResponse
+from xds.soap import SoapEndpoint
 from xds.store import db
+from xds.transactions import ENDPOINTS, REGISTRY, REPOSITORY, Endpoint, served_at
 
 ROOT = Path(__file__).resolve().parent.parent
-WSDL_DIR = ROOT / "wsdl"
 SCHEMA_DIR = ROOT / "schemas"
 
 log = logging.getLogger("xds")
@@ -49,20 +52,31 @@ class Server:
             codes=codes,
             check_patient_ids=settings.check_patient_ids,
         )
-        self.routes = {
-            "/registry": SoapEndpoint(
-                registry_service.actions(self.registry, settings, audit=self.audit),
-                wsdl=WSDL_DIR / "XDS.b_DocumentRegistry.wsdl",
-                max_request_size=settings.max_request_size,
-            ),
-        }
         # The Document Repository: registers with this server's registry in-process, or with
         # settings.registry_url. Each worker finishes what a crash left half stored first.
         self.repository = repository_service.build(settings, self.registry, audit=self.audit)
         self.repository.recover()
-        self.routes.update(repository_service.routes(self.repository, settings, self.audit))
+        # Every transaction comes in the same way (xds.dispatch): its row in xds.transactions
+        # names the actor's service that answers it; the audit trail records each one.
+        self.dispatcher = Dispatcher(
+            services={REGISTRY: RegistryService.of(self.registry, settings), REPOSITORY: self.repository},
+            after=[functools.partial(actors.record, self.audit)] if self.audit.enabled else [])
+        self.routes: dict[str, SoapEndpoint] = {e.path: self._endpoint(e) for e in ENDPOINTS.values()}
         if settings.null_endpoint:
             self.routes["/null"] = NullEndpoint({}, max_request_size=settings.max_request_size)
+            self.routes["/null/repository"] = repository_floor(
+                self.repository.blobs, max_request_size=settings.max_document_request_size,
+                max_envelope_size=repository_service.MAX_ENVELOPE_SIZE)
+
+    def _endpoint(self, endpoint: Endpoint) -> SoapEndpoint:
+        actions = self.dispatcher.actions(served_at(endpoint.path))
+        if not endpoint.documents:
+            return SoapEndpoint(actions, wsdl=endpoint.wsdl, max_request_size=self.settings.max_request_size)
+        # Streaming: MTOM parts go to the blob store's staging folder as they arrive (see
+        # xds.repository.service).
+        return SoapEndpoint(actions, wsdl=endpoint.wsdl, max_request_size=self.settings.max_document_request_size,
+                            spool=self.repository.blobs.spool(),
+                            max_envelope_size=repository_service.MAX_ENVELOPE_SIZE, huge_tree=True)
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "") or "/"
@@ -95,20 +109,6 @@ class Server:
             return _plain(start_response, "404 Not Found", b"not found\n")
         start_response("200 OK", [("Content-Type", "text/xml; charset=UTF-8")])
         return [candidate.read_bytes()]
-
-
-class NullEndpoint(SoapEndpoint):
-    """The SOAP layer's full way of a request (body read, envelope and WS-Addressing parsed,
-    headers checked, reply envelope built) around a handler that does nothing: whatever the
-    action, a constant rs:RegistryResponse Success. A benchmark's floor, not an XDS actor."""
-
-    _body = registry_response()  # serialized, never moved, by build_envelope: safe to share
-
-    def _handler(self, action: str):
-        return self._answer_constant
-
-    def _answer_constant(self, request: SoapRequest) -> SoapResponse:
-        return SoapResponse(body=self._body, action=(request.action or "") + "Response")
 
 
 def _plain(start_response, status: str, body: bytes):

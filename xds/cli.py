@@ -150,18 +150,27 @@ def _sessions(settings: config.Settings, write: bool = False):
 
 def _register(args, settings: config.Settings) -> int:
     from xds.client import send_register
+    from xds.soap import SoapFault
 
     try:
         status, errors = send_register(Path(args.file), args.url, context=tls.context_for(args.url, settings))
+    except SoapFault as exc:  # the file is not XML that can be read (or, rarely, the answer)
+        print(f"xds: {args.file}: {exc}", file=sys.stderr)
+        return 2
     except (OSError, urllib.error.URLError, ValueError) as exc:
         print(f"xds: {exc}", file=sys.stderr)
         return 2
+    _print_outcome(status, errors)
+    return 0 if status.endswith(":Success") else 1
+
+
+def _print_outcome(status: str, errors) -> None:
+    """A RegistryResponse's status, then each of its errors and warnings on a line."""
     print(f"status: {status.rsplit(':', 1)[-1]}")
     for e in errors:
         severity = e.severity.rsplit(":", 1)[-1]
         where = f" at {e.location}" if e.location else ""
         print(f"  {severity} {e.code}{where}: {e.context}")
-    return 0 if status.endswith(":Success") else 1
 
 
 def _query(args, settings: config.Settings) -> int:
@@ -213,11 +222,7 @@ def _query(args, settings: config.Settings) -> int:
     if args.xml:
         sys.stdout.write(etree.tostring(response, pretty_print=True, encoding="unicode"))
     else:
-        print(f"status: {status.rsplit(':', 1)[-1]}")
-        for e in errors:
-            severity = e.severity.rsplit(":", 1)[-1]
-            where = f" at {e.location}" if e.location else ""
-            print(f"  {severity} {e.code}{where}: {e.context}")
+        _print_outcome(status, errors)
         if objects:
             print(_table(objects))
         print(f"{len(objects)} object(s)")
@@ -228,9 +233,9 @@ def _run_query(request, url: str | None, settings: config.Settings):
     """The AdhocQueryResponse of a remote registry (url), or of the local database."""
     if url:
         from xds.client import post_soap
-        from xds.registry.service import STORED_QUERY
+        from xds.transactions import ITI_18
 
-        return post_soap(url, request, STORED_QUERY, context=tls.context_for(url, settings))
+        return post_soap(url, request, ITI_18.action, context=tls.context_for(url, settings))
     from xds.registry.query import RegistryStoredQuery
 
     return RegistryStoredQuery(
@@ -241,12 +246,15 @@ def _run_query(request, url: str | None, settings: config.Settings):
 
 
 def _table(objects) -> str:
-    """Objects as an aligned text table: ObjectRefs by id, the others by what a person reads."""
+    """Objects as an aligned text table: ObjectRefs by id, the others by what a person reads
+    (times as 2026-12-07 03:26:19, in UTC as every DTM is)."""
+    from xds.dtm import readable
+
     if all(o.kind == "ObjectRef" for o in objects):
         header, rows = ("id",), [(o.id,) for o in objects]
     else:
         header = ("object", "patient", "uniqueId", "class", "type", "time", "status", "title")
-        rows = [(o.kind, o.patient_id, o.unique_id, o.class_code, o.type_code, o.creation_time, o.status,
+        rows = [(o.kind, o.patient_id, o.unique_id, o.class_code, o.type_code, readable(o.creation_time), o.status,
                  o.title) for o in objects]
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     lines = ["  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip()

@@ -14,8 +14,7 @@ from xds.ebrim.response import read_registry_response
 from xds.errors import XdsError
 from xds.soap import build_envelope, parse_response
 from xds.soap.envelope import SOAP12, parse_xml
-
-REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
+from xds.transactions import ITI_42
 
 
 def request_body(path: Path) -> etree._Element:
@@ -58,4 +57,4 @@ def send_register(path: Path, url: str, *, context: ssl.SSLContext | None = None
     body = request_body(path)
     if body.tag != f"{{{ns.LCM}}}SubmitObjectsRequest":
         raise ValueError(f"{path}: expected an lcm:SubmitObjectsRequest, found {body.tag}")
-    return read_registry_response(post_soap(url, body, REGISTER, context=context))
+    return read_registry_response(post_soap(url, body, ITI_42.action, context=context))

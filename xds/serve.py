@@ -57,7 +57,7 @@ class SecureNodeWorker(SyncWorker):
                 # node is not locked out and may come back with a good certificate at once.
                 # 8 and 12 say an account or a service was stopped, which did not happen.
                 outcome=events.EventOutcome.MINOR_FAILURE, outcome_description=reason)
-            trail.record(events.security_alert(ctx, trail.source, reason=reason))
+            trail.record(events.security_alert(ctx, trail.source, reason=reason), ctx.outcome)
         except Exception:  # auditing must not take the worker down; the refusal stands
             self.log.exception("could not audit the refused TLS connection from %s", peer)
 

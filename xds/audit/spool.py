@@ -31,7 +31,9 @@ its own records, so other processes can pass the bound by what they write in RES
 A record that does not fit is refused and counted (``refused``: one byte per refusal, shared by
 the processes), and once per episode a record of the caller's choosing (a security alert) is let
 in above the bound (the ``full`` marker, created exclusively), so the Audit Record Repository
-learns that records were lost. The episode ends when the waiting records fall to half the bound.
+learns that records were lost. The episode ends when the waiting records fall to half the bound,
+as measured by a writer (its measurements above) or by the sender (when it deletes the delivered
+segments, purge()); waiting() and state() only read, so looking (``GET /health``) changes nothing.
 
 Durability. A record is in the operating system's cache when append() returns, so it survives
 the process being killed. It is on the disk once its segment is fdatasynced: by append() itself
@@ -72,7 +74,10 @@ PURGE_INTERVAL = 1.0  # seconds between a cursor's looks for segments to delete
 READ_BYTES = 256 * 1024  # what a cursor reads of a segment at once (a longer record: all of it)
 
 
-class Spool:
+class AuditSpool:
+    """The folder of audit records waiting for their destinations (the module's text says how).
+    Not xds.soap's Spool, where the MTOM parts of one request wait while it is read."""
+
     def __init__(self, directory: str | Path, destinations: list[str], max_bytes: int,
                  fsync_interval: float = 0.0):
         self.directory = Path(directory)
@@ -119,6 +124,7 @@ class Spool:
         now = time.monotonic()
         if now - self._measured_at > RESCAN or self._estimate + size > self.max_bytes:
             self._estimate, self._measured_at = self.waiting(), now
+            self._measured(self._estimate)
         if self._estimate + size > self.max_bytes:
             return False
         self._estimate += size
@@ -207,14 +213,14 @@ class Spool:
         return ends
 
     def waiting(self) -> int:
-        """Bytes of records some destination does not have yet; ends a full episode when they
-        fall to half the bound."""
-        marks = [self.positions(destination) for destination in self.destinations]
-        waiting = sum(end - min((mark.get(name, _END.size) for mark in marks), default=end)
-                      for name, end in self._ends().items())
+        """Bytes of records some destination does not have yet (only reads the spool)."""
+        return _waiting([self.positions(destination) for destination in self.destinations], self._ends())
+
+    def _measured(self, waiting: int) -> None:
+        """A writer or the sender measured `waiting`: a full episode ends at half the bound.
+        Here and not in waiting(), which whoever looks calls (state(), /health, flush())."""
         if waiting <= self.max_bytes // 2:
             _remove(self.directory / "full")
-        return waiting
 
     def unsent(self, destination: str) -> list[bytes]:
         """The records `destination` does not have yet, in order (for looking, not sending)."""
@@ -225,9 +231,13 @@ class Spool:
             reader.close()
 
     def purge(self) -> None:
-        """Delete the sealed segments every destination has whole, and dead processes' .new files."""
+        """Delete the sealed segments every destination has whole, and dead processes' .new
+        files; end a full episode if the records have fallen to half the bound (the sender
+        calls this after a batch: the measure is at hand)."""
         marks = [self.positions(destination) for destination in self.destinations]
-        for name, end in self._ends().items():
+        ends = self._ends()
+        self._measured(_waiting(marks, ends))  # a segment deleted below has no waiting record
+        for name, end in ends.items():
             if all(mark.get(name, _END.size) >= end for mark in marks) and _sealed(self.directory / name):
                 _remove(self.directory / name)
         for entry in os.scandir(self.directory):
@@ -236,7 +246,8 @@ class Spool:
                 _remove(Path(entry.path))
 
     def state(self) -> dict[str, int]:
-        """bytes waiting, records refused so far (all processes), and whether a full episode lasts."""
+        """bytes waiting, records refused so far (all processes), and whether a full episode
+        lasts. Only reads: a health check calls it."""
         waiting = self.waiting()
         try:
             refused = os.stat(self.directory / "refused").st_size
@@ -257,7 +268,7 @@ class Cursor:
     """One destination's place in the spool: read() the next records, then say how many of
     them the destination took with advance(); until then read() gives the same ones again."""
 
-    def __init__(self, spool: Spool, destination: str):
+    def __init__(self, spool: AuditSpool, destination: str):
         self.spool = spool
         self._file = _CursorFile(spool.directory / _cursor_name(destination))
         self.positions = self._file.load()
@@ -379,6 +390,12 @@ class _CursorFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _waiting(marks: list[dict[str, int]], ends: dict[str, int]) -> int:
+    """Bytes after the furthest-behind destination's position (`marks`) in each segment."""
+    return sum(end - min((mark.get(name, _END.size) for mark in marks), default=end)
+               for name, end in ends.items())
 
 
 def _segment_end(fd: int) -> int:

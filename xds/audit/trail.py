@@ -1,18 +1,24 @@
 """The audit trail: where the actors put their audit records (ATNA, ITI-20).
 
     trail = AuditTrail.from_settings(settings)
-    trail.start()                                            # background delivery
-    trail.record_transaction(events.iti18_registry, ctx)     # a transaction's record
-    trail.record(events.application_start(...))              # a message written already
+    trail.start()                                                     # background delivery
+    trail.record_transaction(("ITI-18", "DocumentRegistry"), ctx)     # a transaction's record
+    trail.record(events.application_start(...))                       # a message written already
 
-A transaction's record costs it one append to the durable spool (xds.audit.spool) of the
-values the message is written from (events.context_values); the sender writes the message and
-its RFC 5424 syslog header when it sends it, so the transaction waits neither for a network nor
-for the XML (writing an audit message costs more than the stored query it records), nor, by
-default, for the disk (a background thread fdatasyncs the spool every
-audit_spool_fsync_interval seconds). Node events (start, stop, alerts) are rare and spooled as
-messages. Nothing here raises: auditing must not break a transaction; a record that cannot be
-kept, or whose message cannot be written, is logged as an error (AUDIT RECORD LOST).
+A transaction's record costs it one append to the durable spool (xds.audit.spool) of its
+event's name (a key of events.EVENTS) and the values the message is written from
+(events.context_values), as JSON; the sender writes the message (events.build) and its RFC 5424
+syslog header when it sends it, so the transaction waits neither for a network nor for the XML
+(writing an audit message costs more than the stored query it records), nor, by default, for
+the disk (a background thread fdatasyncs the spool every audit_spool_fsync_interval seconds).
+Node events (start, stop, alerts) are rare and spooled as messages. Nothing here raises:
+auditing must not break a transaction; a record that cannot be kept, or whose message cannot be
+written, is logged as an error (AUDIT RECORD LOST).
+
+The spool outlives a release: an entry is read by the release that sends it, maybe a newer one
+than the release that wrote it, on a newer Python. So the values are JSON, which every Python
+reads alike (marshal, which layout 1 used, is not promised to), and each entry says its layout,
+which later releases keep reading (_transaction).
 
 Delivery. A server has several worker processes, each with its own trail on the same spool
 folder; one process at a time delivers. Each trail's deliverer thread waits for an exclusive lock
@@ -32,17 +38,19 @@ With no destination configured the trail is off (NO_AUDIT): development only.
 
 from __future__ import annotations
 
+import binascii
 import fcntl
+import json
 import logging
 import marshal
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 
 from xds.audit import events, syslog
-from xds.audit.spool import Spool
+from xds.audit.spool import AuditSpool
 from xds.audit.transport import SendError, connect, parse_destinations
 from xds.config import Settings
 
@@ -54,9 +62,27 @@ POLL = 0.5  # how often an idle sender looks for records written by other proces
 BATCH_WAIT = 0.2  # seconds a caught-up sender lets records gather (fewer, larger batches)
 BATCH = 1000  # records read and sent at once, at most
 # A spool entry of a transaction's values starts with _VALUES (a syslog message starts "<"),
-# then the version of their layout (events.context_values): a release that does not know a
-# layout says so rather than send it.
-_VALUES, _LAYOUT = b"\x00", 1
+# then the version of their layout: a release that does not know a layout says so rather than
+# send it. Layout 2: the JSON of [EVENTS key, events.context_values, events.source_values].
+# Layout 1 (the releases before): marshal of (the builder function's name, the values as a dict,
+# the source values), still read (_layout_1) so that what an older release left in a spool is
+# delivered after an upgrade.
+_VALUES, _LAYOUT = b"\x00", 2
+_ENTRY = _VALUES + bytes((_LAYOUT,))
+# Compact; no check for circular references, which plain values cannot have. Written as UTF-8
+# with "surrogatepass" (and read so): a str from a client may hold lone surrogates, which the
+# message writes as U+FFFD and so the values must keep as they were; strict UTF-8 cannot hold
+# them, and JSON's \u escapes do not keep them either (an escaped high and low surrogate side by
+# side are read back as the one character they make).
+_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False, ensure_ascii=False)
+# Layout 1 named a record by its builder, one function per EVENTS key, since removed.
+_LAYOUT_1_EVENTS = {
+    "iti42_registry": ("ITI-42", "DocumentRegistry"),
+    "iti18_registry": ("ITI-18", "DocumentRegistry"),
+    "iti41_repository": ("ITI-41", "DocumentRepository"),
+    "iti42_repository": ("ITI-42", "DocumentRepository"),
+    "iti43_repository": ("ITI-43", "DocumentRepository"),
+}
 
 
 class AuditTrail:
@@ -67,8 +93,8 @@ class AuditTrail:
         self.source = events.AuditSource(
             audit_source_id=settings.audit_source_id or self.hostname,
             enterprise_site_id=settings.audit_enterprise_site_id)
-        self.spool = (Spool(settings.audit_spool, destinations, settings.audit_spool_max_bytes,
-                            settings.audit_spool_fsync_interval) if destinations else None)
+        self.spool = (AuditSpool(settings.audit_spool, destinations, settings.audit_spool_max_bytes,
+                                 settings.audit_spool_fsync_interval) if destinations else None)
         self._wake = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -85,32 +111,31 @@ class AuditTrail:
 
     # -- recording ----------------------------------------------------------------------------------
 
-    def record(self, message: bytes) -> None:
-        """Keep `message` (an AuditMessage, as xds.audit.events writes it) for delivery to
-        every destination."""
+    def record(self, message: bytes, outcome: int | str = events.EventOutcome.SUCCESS) -> None:
+        """Keep `message` (an AuditMessage, as xds.audit.events writes it, with the outcome
+        it was written with: its syslog severity) for delivery to every destination."""
         if self.spool is None:
             return
         try:
-            success = message.find(b'EventOutcomeIndicator="0"', 0, 1024) >= 0
+            success = events.outcome_indicator(outcome) == events.EventOutcome.SUCCESS
             self._keep(syslog.format_message(
                 message, hostname=self.hostname, app_name=APP_NAME, procid=str(os.getpid()),
                 severity=syslog.SEVERITY_NOTICE if success else syslog.SEVERITY_WARNING))
         except Exception:
             log.exception("AUDIT RECORD LOST: it could not be written to the spool %s", self.spool.directory)
 
-    def record_transaction(self, build: Callable[[events.TransactionContext, events.AuditSource], bytes],
-                           ctx: events.TransactionContext) -> None:
-        """Keep the record `build` (one of events.TRANSACTION_BUILDERS) writes for `ctx`: the
-        values go to the spool, and the sender writes the message when it sends it. Writing an
-        audit message costs more than the query it records; the transaction only waits for
-        its values to be kept."""
+    def record_transaction(self, event: tuple[str, str], ctx: events.TransactionContext) -> None:
+        """Keep the record of `event`, a key of events.EVENTS such as ("ITI-18",
+        "DocumentRegistry"), for `ctx`: the key and the values go to the spool, and the sender
+        writes the message (events.build) when it sends it. Writing an audit message costs more
+        than the query it records; the transaction only waits for its values to be kept."""
         if self.spool is None:
             return
         try:
-            if events.TRANSACTION_BUILDERS.get(build.__name__) is not build:
-                raise ValueError(f"{build.__name__} is not a transaction's audit builder")
-            self._keep(_VALUES + bytes((_LAYOUT,)) + marshal.dumps(
-                (build.__name__, events.context_values(ctx), events.source_values(self.source))))
+            if event not in events.EVENTS:  # refused now: the sender could not write it later
+                raise ValueError(f"{event!r} is not a transaction's audit event (a key of events.EVENTS)")
+            kept = (event, events.context_values(ctx), events.source_values(self.source))
+            self._keep(_ENTRY + _JSON.encode(kept).encode("utf-8", "surrogatepass"))
         except Exception:
             log.exception("AUDIT RECORD LOST: it could not be written to the spool %s", self.spool.directory)
 
@@ -126,11 +151,9 @@ class AuditTrail:
         if not entry.startswith(_VALUES):
             return entry
         try:
-            if entry[1] != _LAYOUT:
-                raise ValueError(f"layout {entry[1]} of a transaction's values is not this release's ({_LAYOUT})")
-            name, values, source = marshal.loads(entry[2:])
+            (transaction, actor), values, source = _transaction(entry)
             ctx = events.context_from_values(values)
-            message = events.TRANSACTION_BUILDERS[name](ctx, events.source_from_values(source))
+            message = events.build(transaction, actor, ctx, events.source_from_values(source))
             success = events.outcome_indicator(ctx.outcome) == events.EventOutcome.SUCCESS
             return syslog.format_message(
                 message, hostname=self.hostname, app_name=APP_NAME, procid=ctx.process_id, time=ctx.time,
@@ -259,6 +282,28 @@ class AuditTrail:
             self._lock_file = None
         if self.spool is not None:
             self.spool.close()  # fdatasyncs and seals this process's segment
+
+
+def _transaction(entry: bytes) -> Sequence:
+    """The EVENTS key, the values (events.context_values) and the source values of a spool
+    entry of a transaction's values, whichever layout wrote it."""
+    layout = entry[1]
+    if layout == _LAYOUT:
+        return json.loads(entry[2:].decode("utf-8", "surrogatepass"))
+    if layout == 1:
+        return _layout_1(entry[2:])
+    raise ValueError(f"layout {layout} of a transaction's values is not one this release reads "
+                     f"(1 to {_LAYOUT})")
+
+
+def _layout_1(payload: bytes) -> tuple[tuple[str, str], list, tuple]:
+    """A layout-1 entry in layout 2's terms. Its values were a dict of the same fields, each
+    as context_values writes it still but the query request, kept as bytes; marshal wrote it.
+    tests/test_audit_trail.py holds an entry of the last release that wrote this layout: the
+    day a Python's marshal no longer reads it, that test says so."""
+    name, fields, source = marshal.loads(payload)
+    fields["query_request"] = binascii.b2a_base64(fields["query_request"], newline=False).decode("ascii")
+    return _LAYOUT_1_EVENTS[name], [fields[field] for field in events.CONTEXT_FIELDS], source
 
 
 def _wait_for(condition, timeout: float, stopping: threading.Event) -> bool:

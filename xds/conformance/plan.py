@@ -27,6 +27,8 @@ from pathlib import Path, PurePosixPath
 
 from lxml import etree
 
+from xds.transactions import BY_ACTION
+
 # The transactions a step may hold, and the IHE transaction each one is.
 TRANSACTIONS = {
     "RegisterTransaction": "ITI-42",
@@ -179,7 +181,8 @@ class Transaction:
             if self.http_type in HTTP_TYPES:
                 return HTTP_TYPES[self.http_type]
             action = _content_type_action(dict(self.headers).get("content-type", ""))
-            return _ITI_BY_ACTION.get(action or "", "HTTP")
+            transaction = BY_ACTION.get(action or "")
+            return transaction.name if transaction else "HTTP"
         return TRANSACTIONS[self.kind]
 
     def all_use_ids(self) -> tuple[UseId, ...]:
@@ -504,14 +507,6 @@ def _content_type_action(content_type: str) -> str | None:
         if key.strip().lower() == "action":
             return value.strip().strip('"')
     return None
-
-
-_ITI_BY_ACTION = {
-    "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b": "ITI-41",
-    "urn:ihe:iti:2007:RegisterDocumentSet-b": "ITI-42",
-    "urn:ihe:iti:2007:RegistryStoredQuery": "ITI-18",
-    "urn:ihe:iti:2007:RetrieveDocumentSet": "ITI-43",
-}
 
 
 def _elements(element: etree._Element) -> Iterable[etree._Element]:

@@ -56,14 +56,13 @@ from xds.soap import build_envelope, build_mtom, parse_response
 from xds.soap.fault import SoapFault
 from xds.soap.mtom import new_content_id, parse_content_type, root_part, split_multipart, xop_include
 from xds.soap.ns import SOAP12
+from xds.transactions import ITI_18, ITI_41, ITI_42, ITI_43, ITI_44_ADD
 
 # The SOAP actions (ITI TF-2b 3.41-3.43, TF-2a 3.18), where each is sent, whether as MTOM, and
 # the response body it must come back with.
-REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
-STORED_QUERY = "urn:ihe:iti:2007:RegistryStoredQuery"
-PROVIDE_AND_REGISTER = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
-RETRIEVE = "urn:ihe:iti:2007:RetrieveDocumentSet"
-PIX_FEED = "urn:hl7-org:v3:PRPA_IN201301UV02"
+REGISTER, STORED_QUERY = ITI_42.action, ITI_18.action
+PROVIDE_AND_REGISTER, RETRIEVE = ITI_41.action, ITI_43.action
+PIX_FEED = ITI_44_ADD
 
 
 @dataclass(frozen=True)

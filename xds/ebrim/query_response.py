@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
@@ -30,6 +31,9 @@ from xds.ebrim import ns
 from xds.ebrim.response import read_registry_response, registry_error_list
 from xds.ebrim.slots import SLOT, VALUE, VALUE_LIST, localized_string, slot_values
 from xds.errors import ERROR, XdsError
+
+if TYPE_CHECKING:
+    from xds.result import Result
 
 ADHOC_QUERY_RESPONSE = f"{{{ns.QUERY}}}AdhocQueryResponse"
 REGISTRY_OBJECT_LIST = ns.rim("RegistryObjectList")
@@ -88,6 +92,27 @@ def _patched(stored: StoredObject, home: str | None) -> str:
     if home:
         element.set("home", home)
     return etree.tostring(element, encoding="unicode")
+
+
+@dataclass(frozen=True)
+class QueryAnswer:
+    """What a successful stored query found, for its response writer: the objects of a
+    LeafClass answer, or the entryUUIDs of an ObjectRef one."""
+
+    leaf_class: bool
+    objects: list[StoredObject] | list[str]
+    home: str | None = None
+
+
+def adhoc_query_response(result: "Result") -> tuple[etree._Element | bytes, list]:
+    """The AdhocQueryResponse of a stored query's Result (xds.transactions): its errors, else
+    its QueryAnswer (a LeafClass answer serialized already, written from the stored XML)."""
+    if result.errors or result.content is None:
+        return error_response(result.errors), []
+    answer: QueryAnswer = result.content
+    if answer.leaf_class:
+        return leaf_class_xml(answer.objects, answer.home), []
+    return object_ref_response(answer.objects, answer.home), []
 
 
 def object_ref_response(ids: Iterable[str], home: str | None = None) -> etree._Element:

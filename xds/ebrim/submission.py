@@ -11,6 +11,11 @@ consistency and what associations mean (`xds.registry.validate`, on the model); 
 needs the database (`xds.registry.register`). Values are copied as written, so that a bad value
 becomes one precise error there instead of a parse failure here.
 
+The tables below (one `ObjectLayout` per object type: which XML attribute, slot,
+classification or external identifier carries which model attribute) are the one description
+of the layout: `xds.ebrim.write` writes the model back as ebRIM from the same tables, so
+reading and writing cannot drift apart.
+
 Theory of operation. Reading never raises on content: every problem becomes an `XdsError` from
 the rule table, and reading goes on so the submitter gets all of them at once.
 1. One pass over rim:RegistryObjectList sorts its children: registry objects
@@ -80,6 +85,16 @@ AUTHOR_SPECIALITY = "authorSpeciality"  # the misspelling many senders (and IPF'
 
 
 @dataclass(frozen=True)
+class ElementAttribute:
+    """An attribute carried by an XML attribute of the object's own element (ebRIM 3.0 rim.xsd:
+    lid, status, home, objectType, mimeType; associationType, sourceObject, targetObject)."""
+
+    field: str
+    #: ebRIM requires it: a missing one reads as '' for the validator to report (else None)
+    required: bool = False
+
+
+@dataclass(frozen=True)
 class SlotAttribute:
     """An attribute carried by a rim:Slot (ITI TF-3 4.2.3, "Slot" coding)."""
 
@@ -106,19 +121,47 @@ class IdentifierAttribute:
 
 
 @dataclass(frozen=True)
-class ObjectKind:
+class ObjectLayout:
+    """Where each attribute of one XDS object type sits in ebRIM: the tables are keyed by XML
+    attribute name, slot name, classificationScheme and identificationScheme. Title (rim:Name),
+    comments (rim:Description) and version (rim:VersionInfo) are ebRIM's own parts, the same
+    for every object type."""
+
     what: str  # the object type's name in ITI TF-3, used in every message
+    tag: str  # the ebRIM element: rim:ExtrinsicObject, rim:RegistryPackage, rim:Association
+    attributes: dict[str, ElementAttribute]
     slots: dict[str, SlotAttribute]
     codes: dict[str, CodedAttribute] = field(default_factory=dict)
     identifiers: dict[str, IdentifierAttribute] = field(default_factory=dict)
     author_scheme: str | None = None
+    #: the classificationNode that makes a rim:RegistryPackage this object type
+    node: str | None = None
+
+    def identifier_name(self, attribute: IdentifierAttribute) -> str:
+        """The Name ITI TF-3 4.2.3 gives the ExternalIdentifier: XDSDocumentEntry.uniqueId, ..."""
+        return f"XDS{self.what}.{attribute.name}"
 
 
 REFERENCE_ID_LIST = "urn:ihe:iti:xds:2013:referenceIdList"
+CODING_SCHEME = "codingScheme"  # the slot of a coded Classification that names its scheme
+
+#: XML attributes that DocumentEntries, SubmissionSets and Folders keep (ebRIM 3.0 rim.xsd: status of
+#: RegistryObjectType, home of IdentifiableType)
+_STATUS_AND_HOME = {
+    "status": ElementAttribute("status"),
+    "home": ElementAttribute("home_community_id"),
+}
 
 # ITI TF-3 Table 4.2.3.2-1 (DocumentEntry metadata attributes)
-DOCUMENT_ENTRY = ObjectKind(
+DOCUMENT_ENTRY = ObjectLayout(
     what="DocumentEntry",
+    tag=EXTRINSIC_OBJECT,
+    attributes={
+        "lid": ElementAttribute("logical_id"),
+        "objectType": ElementAttribute("object_type", required=True),
+        **_STATUS_AND_HOME,
+        "mimeType": ElementAttribute("mime_type"),
+    },
     slots={
         "creationTime": SlotAttribute("creation_time"),
         "serviceStartTime": SlotAttribute("service_start_time"),
@@ -154,8 +197,10 @@ DOCUMENT_ENTRY = ObjectKind(
 )
 
 # ITI TF-3 Table 4.2.3.3-1 (SubmissionSet metadata attributes)
-SUBMISSION_SET = ObjectKind(
+SUBMISSION_SET = ObjectLayout(
     what="SubmissionSet",
+    tag=REGISTRY_PACKAGE,
+    attributes=_STATUS_AND_HOME,
     slots={
         "submissionTime": SlotAttribute("submission_time"),
         "intendedRecipient": SlotAttribute("intended_recipients", multiple=True),
@@ -167,22 +212,33 @@ SUBMISSION_SET = ObjectKind(
         ns.SS_PATIENT_ID: IdentifierAttribute("patientId", "patient_id"),
     },
     author_scheme=ns.SS_AUTHOR,
+    node=ns.SUBMISSION_SET_NODE,
 )
 
 # ITI TF-3 Table 4.2.3.4-1 (Folder metadata attributes)
-FOLDER = ObjectKind(
+FOLDER = ObjectLayout(
     what="Folder",
+    tag=REGISTRY_PACKAGE,
+    attributes=_STATUS_AND_HOME,
     slots={"lastUpdateTime": SlotAttribute("last_update_time")},
     codes={ns.FOL_CODE_LIST: CodedAttribute("codeList", "codes", multiple=True)},
     identifiers={
         ns.FOL_UNIQUE_ID: IdentifierAttribute("uniqueId", "unique_id"),
         ns.FOL_PATIENT_ID: IdentifierAttribute("patientId", "patient_id"),
     },
+    node=ns.FOLDER_NODE,
 )
 
 # ITI TF-3 4.2.2: an Association's own metadata is its type, ends and SubmissionSetStatus.
-ASSOCIATION_KIND = ObjectKind(
+ASSOCIATION_LAYOUT = ObjectLayout(
     what="Association",
+    tag=ASSOCIATION,
+    attributes={
+        "associationType": ElementAttribute("type", required=True),
+        "sourceObject": ElementAttribute("source", required=True),
+        "targetObject": ElementAttribute("target", required=True),
+        "status": ElementAttribute("status"),
+    },
     slots={"SubmissionSetStatus": SlotAttribute("submission_set_status")},
 )
 
@@ -201,7 +257,8 @@ AUTHOR_SLOTS = {
     "authorTelecommunication": "telecoms",
 }
 
-PACKAGE_KINDS = {ns.SUBMISSION_SET_NODE: SUBMISSION_SET, ns.FOLDER_NODE: FOLDER}
+#: classificationNode -> the layout of the RegistryPackage it classifies
+PACKAGE_LAYOUTS = {layout.node: layout for layout in (SUBMISSION_SET, FOLDER)}
 
 RegistryObject = DocumentEntry | SubmissionSet | Folder | Association
 
@@ -219,12 +276,15 @@ class ParsedSubmission:
     errors: list[XdsError] = field(default_factory=list)
     #: object id -> names of the extra metadata slots it carries (ITI TF-3 4.1.14)
     extra: dict[str, list[str]] = field(default_factory=dict)
+    #: The SubmitObjectsRequest read, its loose parts moved into their objects: what a
+    #: remote registry is sent (xds.repository.registration).
+    request: etree._Element | None = None
 
 
 def read_submission(request: etree._Element) -> ParsedSubmission:
     """Read a SubmitObjectsRequest into the model; every problem of ebRIM structure is in
     `errors`, none is raised."""
-    parsed = ParsedSubmission(Submission())
+    parsed = ParsedSubmission(Submission(), request=request)
     _SubmissionReader(parsed).read(request)
     return parsed
 
@@ -346,14 +406,10 @@ class _SubmissionReader:
         contents = self.read_contents(element, DOCUMENT_ENTRY.what, object_id)
         entry = DocumentEntry(
             id=object_id,
-            object_type=element.get("objectType", ""),
-            logical_id=element.get("lid"),
             version=contents.version,
-            status=element.get("status"),
-            home_community_id=element.get("home"),
-            mime_type=element.get("mimeType"),
             title=contents.title,
             comments=contents.comments,
+            **_element_attributes(element, DOCUMENT_ENTRY),
         )
         self.read_metadata(entry, contents, DOCUMENT_ENTRY)
         self.submission.documents.append(entry)
@@ -365,7 +421,7 @@ class _SubmissionReader:
         nodes = {
             node
             for child in element
-            if child.tag == CLASSIFICATION and (node := child.get("classificationNode")) in PACKAGE_KINDS
+            if child.tag == CLASSIFICATION and (node := child.get("classificationNode")) in PACKAGE_LAYOUTS
         }
         if not nodes:
             self.fail("package.unclassified", object_id, id=object_id)
@@ -373,23 +429,22 @@ class _SubmissionReader:
         if len(nodes) > 1:
             self.fail("package.ambiguous", object_id, id=object_id)
             return
-        kind = PACKAGE_KINDS[nodes.pop()]
-        contents = self.read_contents(element, kind.what, object_id)
+        layout = PACKAGE_LAYOUTS[nodes.pop()]
+        contents = self.read_contents(element, layout.what, object_id)
         common = dict(
             id=object_id,
             title=contents.title,
             comments=contents.comments,
-            home_community_id=element.get("home"),
-            status=element.get("status"),
+            **_element_attributes(element, layout),
         )
         package: SubmissionSet | Folder
-        if kind is SUBMISSION_SET:
+        if layout is SUBMISSION_SET:
             package = SubmissionSet(**common)
             self.submission_sets.append(object_id)
         else:
             package = Folder(**common)
-        self.read_metadata(package, contents, kind)  # a second SubmissionSet's errors count too
-        if kind is FOLDER:
+        self.read_metadata(package, contents, layout)  # a second SubmissionSet's errors count too
+        if layout is FOLDER:
             self.submission.folders.append(package)
         elif self.submission.submission_set is None:
             self.submission.submission_set = package
@@ -401,15 +456,9 @@ class _SubmissionReader:
     def read_association(self, element: etree._Element, object_id: str) -> None:
         """rim:Association (ITI TF-3 4.2.2). Missing required attributes are '' for the
         validator to report."""
-        contents = self.read_contents(element, ASSOCIATION_KIND.what, object_id)
-        association = Association(
-            id=object_id,
-            type=element.get("associationType", ""),
-            source=element.get("sourceObject", ""),
-            target=element.get("targetObject", ""),
-            status=element.get("status"),
-        )
-        self.read_metadata(association, contents, ASSOCIATION_KIND)
+        contents = self.read_contents(element, ASSOCIATION_LAYOUT.what, object_id)
+        association = Association(id=object_id, **_element_attributes(element, ASSOCIATION_LAYOUT))
+        self.read_metadata(association, contents, ASSOCIATION_LAYOUT)
         self.submission.associations.append(association)
         self.parsed.elements[object_id] = element
 
@@ -466,37 +515,37 @@ class _SubmissionReader:
                 self.fail("external-id.wrong-object", object_id,
                           eid=part_id, attribute=attribute, id=object_id, target=target)
 
-    def read_metadata(self, obj: RegistryObject, contents: _Contents, kind: ObjectKind) -> None:
+    def read_metadata(self, obj: RegistryObject, contents: _Contents, layout: ObjectLayout) -> None:
         """Map slots, classifications and external identifiers to the object's attributes
-        through the kind's tables."""
-        self.read_slots(obj, contents.slots, kind)
-        for scheme, attribute in kind.codes.items():
+        through the layout's tables."""
+        self.read_slots(obj, contents.slots, layout)
+        for scheme, attribute in layout.codes.items():
             found = contents.classifications.get(scheme)
             if found:
-                self.read_coded_attribute(obj, found, attribute, kind.what)
-        if kind.author_scheme is not None:
-            for classification in contents.classifications.get(kind.author_scheme, ()):
-                author = self.read_author(classification, obj.id, kind.what)
+                self.read_coded_attribute(obj, found, attribute, layout.what)
+        if layout.author_scheme is not None:
+            for classification in contents.classifications.get(layout.author_scheme, ()):
+                author = self.read_author(classification, obj.id, layout.what)
                 if author is not None:
                     obj.authors.append(author)  # type: ignore[union-attr]
-        for scheme, attribute in kind.identifiers.items():
+        for scheme, attribute in layout.identifiers.items():
             found = contents.identifiers.get(scheme)
             if found:
-                self.read_external_identifier(obj, found, attribute, kind.what)
+                self.read_external_identifier(obj, found, attribute, layout.what)
 
-    def read_slots(self, obj: RegistryObject, slots: dict[str, list[str]], kind: ObjectKind) -> None:
-        """Slots (ITI TF-3 4.2.3); every slot the kind does not define is extra metadata
+    def read_slots(self, obj: RegistryObject, slots: dict[str, list[str]], layout: ObjectLayout) -> None:
+        """Slots (ITI TF-3 4.2.3); every slot the layout does not define is extra metadata
         (ITI TF-3 4.1.14), kept on the object and listed in `extra`."""
         extra_names: list[str] = []
         for name, values in slots.items():
-            attribute = kind.slots.get(name)
+            attribute = layout.slots.get(name)
             if attribute is None:
                 obj.extra_slots.append(Slot(name, values))
-                if kind is not ASSOCIATION_KIND or name not in ASSOCIATION_SLOTS_DEFINED_BY_XDS:
+                if layout is not ASSOCIATION_LAYOUT or name not in ASSOCIATION_SLOTS_DEFINED_BY_XDS:
                     extra_names.append(name)
                 continue
             if not values:
-                self.fail("slot.empty", obj.id, what=kind.what, id=obj.id, slot=name)
+                self.fail("slot.empty", obj.id, what=layout.what, id=obj.id, slot=name)
                 continue
             if attribute.multiple:
                 setattr(obj, attribute.field, values)
@@ -507,7 +556,7 @@ class _SubmissionReader:
                 value = joined
             elif len(values) > 1:
                 self.fail("slot.single-value", obj.id,
-                          what=kind.what, id=obj.id, count=len(values), slot=name)
+                          what=layout.what, id=obj.id, count=len(values), slot=name)
             setattr(obj, attribute.field, value)
         if extra_names:
             self.parsed.extra[obj.id] = extra_names
@@ -539,7 +588,7 @@ class _SubmissionReader:
         schemes: list[str] = []
         display = None
         for child in classification:
-            if child.tag == SLOT and child.get("name") == "codingScheme":
+            if child.tag == SLOT and child.get("name") == CODING_SCHEME:
                 schemes += slot_values(child)
             elif child.tag == NAME:
                 display = localized_string(child)
@@ -598,6 +647,12 @@ class _SubmissionReader:
         setattr(obj, attribute.field, value)
 
 
+def _element_attributes(element: etree._Element, layout: ObjectLayout) -> dict[str, str | None]:
+    """The model attributes the object's own XML attributes carry, by field name."""
+    return {attribute.field: element.get(name, "" if attribute.required else None)
+            for name, attribute in layout.attributes.items()}
+
+
 def _describe(element: etree._Element) -> str:
     if not isinstance(element.tag, str):
         return "no element"
@@ -608,9 +663,9 @@ def _describe(element: etree._Element) -> str:
 
 
 _IDENTIFIER_NAMES = {
-    scheme: f"{kind.what}.{attribute.name}"
-    for kind in (DOCUMENT_ENTRY, SUBMISSION_SET, FOLDER)
-    for scheme, attribute in kind.identifiers.items()
+    scheme: f"{layout.what}.{attribute.name}"
+    for layout in (DOCUMENT_ENTRY, SUBMISSION_SET, FOLDER)
+    for scheme, attribute in layout.identifiers.items()
 }
 
 

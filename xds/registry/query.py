@@ -23,16 +23,19 @@ from dataclasses import dataclass
 from lxml import etree
 from sqlalchemy.orm import Session, sessionmaker
 
+from xds.ebrim import ns
 from xds.ebrim.query_response import (
+    QueryAnswer,
     StoredObject,
+    adhoc_query_response,
     error_response,
-    leaf_class_xml,
-    object_ref_response,
 )
+from xds.ebrim.slots import SLOT, VALUE, VALUE_LIST
 from xds.errors import XdsError
 from xds.registry import find
 from xds.registry.query_params import QueryRequest, read_query_request
 from xds.registry.stored_query import ObjectKind
+from xds.result import QueryNamed, Result
 from xds.rules import error
 
 log = logging.getLogger("xds.registry")
@@ -41,6 +44,10 @@ log = logging.getLogger("xds.registry")
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
 DEFAULT_MAX_LEAF_CLASS_RESULTS = 10000
+_ADHOC_QUERY = ns.rim("AdhocQuery")
+# The stored query parameters that name the patient (ITI TF-2a 3.18.4.1.2.3.7).
+_PATIENT_PARAMETERS = ("$XDSDocumentEntryPatientId", "$XDSSubmissionSetPatientId", "$XDSFolderPatientId",
+                       "$patientId")
 
 
 @dataclass
@@ -59,29 +66,56 @@ class RegistryStoredQuery:
     def answer(self, request: etree._Element) -> etree._Element | bytes:
         """The AdhocQueryResponse, serialized when it is a LeafClass answer (written from the
         stored XML without parsing it: see query_response.leaf_class_xml)."""
-        call, errors = read_query_request(request)
-        if call is None:
-            return error_response(errors)
-        return self.run(call)
+        return adhoc_query_response(self.stored_query(request))[0]
 
-    def run(self, call: QueryRequest) -> etree._Element | bytes:
+    def stored_query(self, request: etree._Element) -> Result:
+        """Answer an AdhocQueryRequest: the Result's content is the QueryAnswer, its query what
+        the request named (also when it is refused)."""
+        call, errors = read_query_request(request)
+        result = self.run(call) if call is not None else Result(errors)
+        result.query = named(request)
+        return result
+
+    def run(self, call: QueryRequest) -> Result:
         try:
             with self.sessions() as session:
                 found = find.load(session, call.query, call.params, leaf_class=call.leaf_class,
                                   limit=self.max_leaf_class_results)
         except find.TooManyResults as too_many:
-            return error_response([error("query.too-many-results", call.query.name, limit=too_many.limit)])
+            return Result([error("query.too-many-results", call.query.name, limit=too_many.limit)])
         home = self.home_community_id or None
         if not call.leaf_class:
-            return object_ref_response((row.entry_uuid for _, row in found.rows()), home)
+            return Result(content=QueryAnswer(False, [row.entry_uuid for _, row in found.rows()], home))
         problem = _single_patient(found)
         if problem is not None:
-            return error_response([problem])
-        return leaf_class_xml(
-            (StoredObject(row.xml or "", row.status, row.last_update_time if kind is ObjectKind.FOLDER else None)
-             for kind, row in found.rows()),
-            home,
-        )
+            return Result([problem])
+        return Result(content=QueryAnswer(True, [
+            StoredObject(row.xml or "", row.status, row.last_update_time if kind is ObjectKind.FOLDER else None)
+            for kind, row in found.rows()], home))
+
+
+def named(request: etree._Element) -> QueryNamed:
+    """The stored query's id, its patient and its homeCommunityId as the request names them,
+    whether or not it is a valid call (the audit record of a refused query names them too)."""
+    # iterchildren() rather than find()/findtext(): this runs for every query, and the
+    # ElementPath calls cost more than the walk
+    adhoc = next(request.iterchildren(_ADHOC_QUERY), None)
+    if adhoc is None:
+        return QueryNamed()
+    patient = ""
+    for slot in adhoc.iter(SLOT):
+        if slot.get("name") in _PATIENT_PARAMETERS:
+            patient = (_first_value(slot) or "").strip().strip("'")
+            break
+    return QueryNamed(adhoc.get("id") or "", patient, adhoc.get("home") or "")
+
+
+def _first_value(slot: etree._Element) -> str | None:
+    """slot.findtext("rim:ValueList/rim:Value")."""
+    for value_list in slot.iterchildren(VALUE_LIST):
+        for value in value_list.iterchildren(VALUE):
+            return value.text or ""
+    return None
 
 
 def _single_patient(found: find.Found) -> XdsError | None:

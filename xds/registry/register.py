@@ -28,6 +28,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from xds.ebrim import ns
+from xds.dtm import dtm
+from xds.ebrim.slots import set_slot
+from xds.ebrim.write import write_registry_object
 from xds.ebrim.submission import ParsedSubmission, assign_uuids, read_submission
 from xds.errors import XdsError
 from xds.model import Association, AssociationType, AvailabilityStatus, Submission
@@ -35,7 +38,7 @@ from xds.model.metadata import REPLACING
 from xds.registry.codes import CodeSet
 from xds.registry.validate import validate
 from xds.rules import error
-from xds.store import patients
+from xds.registry.patients import PatientDirectory, PatientList
 from xds.store import registry as store
 from xds.store.tables import AssociationRow
 
@@ -50,22 +53,23 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def dtm(moment: datetime) -> str:
-    """An HL7 DTM in UTC to the second, as the registry writes lastUpdateTime."""
-    return moment.astimezone(timezone.utc).strftime("%Y%m%d%H%M%S")
-
-
 @dataclass
 class DocumentRegistry:
     sessions: sessionmaker
     codes: CodeSet | None = None
     check_patient_ids: bool = True
     clock: Callable[[], datetime] = field(default=utc_now)
+    #: Which patient ids are the affinity domain's (XDSUnknownPatientId for the others).
+    patients: PatientDirectory = field(default_factory=PatientList)
 
     def register(self, request: etree._Element) -> list[XdsError]:
         """Check and store one SubmitObjectsRequest. Returns its errors and warnings;
         the submission was stored if and only if none of them is an error."""
-        parsed = read_submission(request)
+        return self.register_submission(read_submission(request))
+
+    def register_submission(self, parsed: ParsedSubmission) -> list[XdsError]:
+        """Check and store a submission read already (the repository's, in-process): the
+        same as register(), without reading the XML again."""
         problems = list(parsed.errors)
         problems += validate(parsed.submission, self.codes)
         try:
@@ -88,6 +92,23 @@ class DocumentRegistry:
             raise
         return problems
 
+    def holds_document(self, unique_id: str, sha1: str) -> bool | None:
+        """Whether a DocumentEntry with this uniqueId and hash is registered (the repository
+        asks after a crash); None when the database cannot be read."""
+        try:
+            with self.sessions() as session:
+                hashes = store.document_hashes(session, unique_id)
+        except Exception:
+            log.exception("cannot read the registry database to recover %s", unique_id)
+            return None
+        return any((h or "").lower() == sha1.lower() for h in hashes)
+
+    def documents_in(self, repository_unique_id: str) -> list[tuple[str, str | None, int | None]]:
+        """(uniqueId, hash, size) of every DocumentEntry stored in that repository (`xds
+        documents verify` checks the repository's files against them)."""
+        with self.sessions() as session:
+            return store.documents_in_repository(session, repository_unique_id)
+
     # --- gate 3: against what the registry holds ------------------------------------------
 
     def _check_against_registry(self, session: Session, sub: Submission) -> list[XdsError]:
@@ -97,7 +118,8 @@ class DocumentRegistry:
 
         if self.check_patient_ids:
             ids = {o.patient_id for o in [ss, *sub.documents, *sub.folders] if o and o.patient_id}
-            for pid in sorted(ids - patients.known(session, ids)):
+            current = self.patients.resolve(session, ids)
+            for pid in sorted(pid for pid in ids if current.get(pid) is None):
                 problems.append(error("patient.unknown", ss.id if ss else "", patient=pid))
 
         uuids = [oid for oid in own if oid.startswith("urn:uuid:")]
@@ -207,7 +229,7 @@ class DocumentRegistry:
     def _store(self, session: Session, parsed: ParsedSubmission) -> None:
         sub = parsed.submission
         assign_uuids(parsed)
-        now = dtm(self.clock())
+        now = dtm(self.clock())  # lastUpdateTime
         for obj in sub.objects():
             obj.status = APPROVED
             parsed.elements[obj.id].set("status", APPROVED)
@@ -224,7 +246,9 @@ class DocumentRegistry:
             new_members = self._replacement_memberships(session, sub, replaced)
             for member in new_members:
                 sub.associations.append(member)
-                parsed.elements[member.id] = _association_element(member)
+                member.status = APPROVED
+                parsed.elements[member.id] = element = write_registry_object(member)
+                element.set("objectType", ns.ASSOCIATION)  # the model keeps no objectType
                 touched_folders.add(member.source)
             if store.deprecate(session, replaced) != len(set(replaced)):
                 # Another submission replaced one of these documents since we checked.
@@ -233,7 +257,7 @@ class DocumentRegistry:
                                  for a in sub.associations if a.association_type in REPLACING])
         for folder in sub.folders:
             folder.last_update_time = now
-            _set_slot(parsed.elements[folder.id], "lastUpdateTime", now)
+            set_slot(parsed.elements[folder.id], "lastUpdateTime", now)
         if touched_folders:
             store.touch_folders(session, list(touched_folders), now)
         xml = {oid: etree.tostring(el, encoding="unicode", with_tail=False) for oid, el in parsed.elements.items()}
@@ -267,32 +291,6 @@ class _Conflict(Exception):
 
 def _new_uuid() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
-
-
-def _association_element(a: Association) -> etree._Element:
-    el = etree.Element(ns.rim("Association"), nsmap={"rim": ns.RIM})
-    el.set("id", a.id)
-    el.set("associationType", a.type)
-    el.set("sourceObject", a.source)
-    el.set("targetObject", a.target)
-    el.set("objectType", ns.ASSOCIATION)
-    el.set("status", APPROVED)
-    return el
-
-
-def _set_slot(element: etree._Element, name: str, value: str) -> None:
-    """Set a single-valued slot on an ebRIM object, replacing the one the submitter sent."""
-    for slot in element.findall(ns.rim("Slot")):
-        if slot.get("name") == name:
-            element.remove(slot)
-    slot = etree.Element(ns.rim("Slot"), name=name)
-    etree.SubElement(etree.SubElement(slot, ns.rim("ValueList")), ns.rim("Value")).text = value
-    # Slots come first in an ebRIM RegistryObject (before Name, Description, ...).
-    position = 0
-    for i, child in enumerate(element):
-        if child.tag == ns.rim("Slot"):
-            position = i + 1
-    element.insert(position, slot)
 
 
 def _race_error(sub: Submission) -> XdsError:

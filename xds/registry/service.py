@@ -1,30 +1,22 @@
-"""The registry's SOAP actions: SOAP request in, RegistryResponse / AdhocQueryResponse out.
+"""The Document Registry's transactions, as the way in (xds.dispatch) calls them: the SOAP
+request and the Caller in, a Result out (see xds.transactions for the table).
 
-    urn:ihe:iti:2007:RegisterDocumentSet-b   ITI-42, DocumentRegistry.register (write sessions)
-    urn:ihe:iti:2007:RegistryStoredQuery     ITI-18, RegistryStoredQuery.query (read sessions)
+    ITI-42 Register Document Set-b   register_document_set   DocumentRegistry (write sessions)
+    ITI-18 Registry Stored Query     registry_stored_query   RegistryStoredQuery (read sessions)
 """
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 
-from xds.audit import actors, events
-from xds.audit.trail import NO_AUDIT, AuditTrail
 from xds.config import Settings
-from xds.ebrim.query_response import error_response
-from xds.ebrim.response import registry_response
+from xds.ebrim.submission import read_submission
 from xds.registry.query import RegistryStoredQuery
 from xds.registry.register import DocumentRegistry
-from xds.rules import error
-from xds.soap import SoapRequest, SoapResponse
+from xds.result import Result
+from xds.security.caller import Caller
+from xds.soap import SoapRequest
 from xds.store import db
-
-log = logging.getLogger("xds.registry")
-
-REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
-REGISTER_RESPONSE = "urn:ihe:iti:2007:RegisterDocumentSet-bResponse"
-STORED_QUERY = "urn:ihe:iti:2007:RegistryStoredQuery"
-STORED_QUERY_RESPONSE = "urn:ihe:iti:2007:RegistryStoredQueryResponse"
 
 
 def stored_query_for(registry: DocumentRegistry, settings: Settings | None = None) -> RegistryStoredQuery:
@@ -40,33 +32,23 @@ def stored_query_for(registry: DocumentRegistry, settings: Settings | None = Non
     )
 
 
-def actions(registry: DocumentRegistry, settings: Settings | None = None, *,
-            query: RegistryStoredQuery | None = None, audit: AuditTrail = NO_AUDIT) -> dict:
-    """The registry's actions for a SoapEndpoint. The stored queries read the registry's own
-    database unless `query` is given. Each transaction is recorded in `audit` (ATNA)."""
-    query = query or stored_query_for(registry, settings)
+@dataclass
+class RegistryService:
+    registry: DocumentRegistry
+    query: RegistryStoredQuery
 
-    def register(request: SoapRequest) -> SoapResponse:
-        try:
-            errors = registry.register(request.body)
-        except Exception:
-            # The client gets an XDS answer it can act on; the traceback stays in our log.
-            log.exception("ITI-42 failed (MessageID %s)", request.message_id)
-            errors = [error("registry.internal", reason=f"unexpected failure, logged with MessageID {request.message_id}")]
-        body = registry_response(errors)
-        if audit.enabled:
-            actors.audit(audit, events.iti42_registry, request, body, **actors.submission(request.body))
-        return SoapResponse(body=body, action=REGISTER_RESPONSE)
+    @classmethod
+    def of(cls, registry: DocumentRegistry, settings: Settings | None = None) -> "RegistryService":
+        return cls(registry, stored_query_for(registry, settings))
 
-    def stored_query(request: SoapRequest) -> SoapResponse:
-        try:
-            body = query.answer(request.body)
-        except Exception:
-            log.exception("ITI-18 failed (MessageID %s)", request.message_id)
-            body = error_response([error("query.internal",
-                                         reason=f"unexpected failure, logged with MessageID {request.message_id}")])
-        if audit.enabled:
-            actors.audit(audit, events.iti18_registry, request, body, **actors.query(request.body))
-        return SoapResponse(body=body, action=STORED_QUERY_RESPONSE)
+    def register_document_set(self, request: SoapRequest, caller: Caller) -> Result:
+        """ITI-42: the registry's errors, and the patient and submission set it names."""
+        parsed = read_submission(request.body)
+        errors = self.registry.register_submission(parsed)
+        ss = parsed.submission.submission_set
+        return Result(errors, patient_id=(ss.patient_id or "") if ss else "",
+                      submission_set_unique_id=(ss.unique_id or "") if ss else "")
 
-    return {REGISTER: register, STORED_QUERY: stored_query}
+    def registry_stored_query(self, request: SoapRequest, caller: Caller) -> Result:
+        """ITI-18."""
+        return self.query.stored_query(request.body)

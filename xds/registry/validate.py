@@ -382,7 +382,7 @@ FOLDER_CODES = (("folderCodeList", _codes("codes")),)
 
 
 @dataclass(frozen=True)
-class ObjectKind:
+class ObjectRules:
     """The tables of one object type."""
 
     what: str
@@ -392,12 +392,12 @@ class ObjectKind:
     codes: tuple[tuple[str, Callable[[Any], list[Code]]], ...]
 
 
-DOCUMENT = ObjectKind("DocumentEntry", "document.missing", DOCUMENT_REQUIRED, DOCUMENT_FORMATS,
+DOCUMENT = ObjectRules("DocumentEntry", "document.missing", DOCUMENT_REQUIRED, DOCUMENT_FORMATS,
                       DOCUMENT_CODES)
-SUBMISSION_SET = ObjectKind("SubmissionSet", "submission-set.missing", SUBMISSION_SET_REQUIRED,
+SUBMISSION_SET = ObjectRules("SubmissionSet", "submission-set.missing", SUBMISSION_SET_REQUIRED,
                             SUBMISSION_SET_FORMATS, SUBMISSION_SET_CODES)
-FOLDER = ObjectKind("Folder", "folder.missing", FOLDER_REQUIRED, FOLDER_FORMATS, FOLDER_CODES)
-ASSOCIATION = ObjectKind("Association", "association.missing", ASSOCIATION_REQUIRED, (), ())
+FOLDER = ObjectRules("Folder", "folder.missing", FOLDER_REQUIRED, FOLDER_FORMATS, FOLDER_CODES)
+ASSOCIATION = ObjectRules("Association", "association.missing", ASSOCIATION_REQUIRED, (), ())
 
 
 # --- the checks ----------------------------------------------------------------------------------
@@ -416,7 +416,7 @@ def validate(submission: Submission, codes: CodeSet | None = None) -> list[XdsEr
     return errors
 
 
-def _kinds(submission: Submission) -> Iterable[tuple[ObjectKind, Any]]:
+def _kinds(submission: Submission) -> Iterable[tuple[ObjectRules, Any]]:
     if submission.submission_set is not None:
         yield SUBMISSION_SET, submission.submission_set
     for doc in submission.documents:
@@ -443,14 +443,14 @@ def _check_objects(submission: Submission, codes: CodeSet | None, errors: list[X
                                 id=association.id, value=status))
 
 
-def _check_required(kind: ObjectKind, obj: Any, errors: list[XdsError]) -> None:
+def _check_required(kind: ObjectRules, obj: Any, errors: list[XdsError]) -> None:
     for attribute, get, when in kind.required:
         applies, how = _WHEN[when]
         if applies(obj) and not _present(get(obj)):
             errors.append(error(kind.missing_rule, obj.id, id=obj.id, attribute=attribute, how=how))
 
 
-def _check_formats(kind: ObjectKind, obj: Any, errors: list[XdsError]) -> set[str]:
+def _check_formats(kind: ObjectRules, obj: Any, errors: list[XdsError]) -> set[str]:
     """Adds an error per malformed value; returns the attributes that had one."""
     bad: set[str] = set()
     for attribute, values, check, rule_id in kind.formats:
@@ -463,7 +463,7 @@ def _check_formats(kind: ObjectKind, obj: Any, errors: list[XdsError]) -> set[st
     return bad
 
 
-def _check_codes(kind: ObjectKind, obj: Any, codes: CodeSet, bad_values: set[str],
+def _check_codes(kind: ObjectRules, obj: Any, codes: CodeSet, bad_values: set[str],
                  errors: list[XdsError]) -> None:
     for attribute, values in kind.codes:
         for code in values(obj):

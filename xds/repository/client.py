@@ -2,10 +2,11 @@
 request from files, send it as MTOM, and retrieve a document into a file - both streaming, so
 a file of several hundred MB passes with bounded memory, and both reporting progress.
 
-`submission()` writes the metadata a hospital system would (ITI TF-3 4.2.3): one SubmissionSet,
-one stable DocumentEntry per file, HasMember associations. uniqueIds are UUID-derived OIDs
-(2.25.<uuid as an integer>, ITU-T X.667) so they need no configured root. Codes default to
-values any open affinity domain accepts; each can be changed (code^scheme^display).
+`submission()` makes the metadata a hospital system would (ITI TF-3 4.2.3) as model objects -
+one SubmissionSet, one stable DocumentEntry per file, HasMember associations - and
+`xds.ebrim.write` writes them. uniqueIds are UUID-derived OIDs (2.25.<uuid as an integer>,
+ITU-T X.667) so they need no configured root. Codes default to values any open affinity domain
+accepts; each can be changed (`parse_code`: code^scheme^display).
 """
 
 from __future__ import annotations
@@ -25,36 +26,34 @@ from urllib.parse import urlsplit
 
 from lxml import etree
 
+from xds import model
+from xds.dtm import dtm
 from xds.ebrim import ns
 from xds.ebrim.response import read_registry_response
+from xds.ebrim.write import add_document, write_provide_and_register
 from xds.errors import XdsError
 from xds.soap import SoapFault, Spool, build_envelope, read_message, xop_include
 from xds.soap.attachment import FileAttachment
 from xds.soap.envelope import SOAP12
 from xds.soap.mtom import iter_pieces, mtom_pieces, new_content_id, pieces_length
+from xds.transactions import ITI_41, ITI_43
 
-PROVIDE_AND_REGISTER = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
-RETRIEVE = "urn:ihe:iti:2007:RetrieveDocumentSet"
-_RIM = f"{{{ns.RIM}}}"
 _XDSB = f"{{{ns.XDSB}}}"
 
-# ITI TF-3 4.2.5.2: classification scheme and external identifier UUIDs used below.
-DE_OBJECT_TYPE = "urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1"
+
+def parse_code(text: str) -> model.Code:
+    """A code as the command line takes it: code^scheme^display (display optional: the code then)."""
+    parts = text.split("^")
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise ValueError(f"{text!r} is not code^scheme^display (e.g. 34133-9^2.16.840.1.113883.6.1^Summary)")
+    return model.Code(parts[0], parts[1], "^".join(parts[2:]) or parts[0])
 
 
-@dataclass(frozen=True)
-class Code:
-    code: str
-    scheme: str
-    display: str
 
-    @classmethod
-    def parse(cls, text: str) -> "Code":
-        """code^scheme^display (display optional: the code then)."""
-        parts = text.split("^")
-        if len(parts) < 2 or not parts[0] or not parts[1]:
-            raise ValueError(f"{text!r} is not code^scheme^display (e.g. 34133-9^2.16.840.1.113883.6.1^Summary)")
-        return cls(parts[0], parts[1], "^".join(parts[2:]) or parts[0])
+
+def _default(code: str, scheme: str, display: str):
+    """A Metadata code's default (model.Code is mutable: each Metadata gets its own)."""
+    return field(default_factory=lambda: model.Code(code, scheme, display))
 
 
 @dataclass
@@ -62,14 +61,15 @@ class Metadata:
     """What `xds submit` puts in the metadata besides the files themselves."""
 
     patient_id: str
-    class_code: Code = Code("34133-9", "2.16.840.1.113883.6.1", "Summary of episode note")
-    type_code: Code = Code("34133-9", "2.16.840.1.113883.6.1", "Summary of episode note")
-    format_code: Code = Code("urn:ihe:iti:xds:2017:mimeTypeSufficient", "1.3.6.1.4.1.19376.1.2.3",
-                             "mimeType Sufficient")
-    confidentiality_codes: list[Code] = field(default_factory=lambda: [Code("N", "2.16.840.1.113883.5.25", "Normal")])
-    healthcare_facility_type_code: Code = Code("22232009", "2.16.840.1.113883.6.96", "Hospital")
-    practice_setting_code: Code = Code("394802001", "2.16.840.1.113883.6.96", "General medicine")
-    content_type_code: Code | None = None  # the SubmissionSet's; the class code when None
+    class_code: model.Code = _default("34133-9", "2.16.840.1.113883.6.1", "Summary of episode note")
+    type_code: model.Code = _default("34133-9", "2.16.840.1.113883.6.1", "Summary of episode note")
+    format_code: model.Code = _default("urn:ihe:iti:xds:2017:mimeTypeSufficient", "1.3.6.1.4.1.19376.1.2.3",
+                                       "mimeType Sufficient")
+    confidentiality_codes: list[model.Code] = field(
+        default_factory=lambda: [model.Code("N", "2.16.840.1.113883.5.25", "Normal")])
+    healthcare_facility_type_code: model.Code = _default("22232009", "2.16.840.1.113883.6.96", "Hospital")
+    practice_setting_code: model.Code = _default("394802001", "2.16.840.1.113883.6.96", "General medicine")
+    content_type_code: model.Code | None = None  # the SubmissionSet's; the class code when None
     title: str | None = None               # every document's title; the file name when None
     mime_type: str | None = None           # every document's; guessed from the file name when None
     language: str = "en-US"
@@ -82,10 +82,6 @@ def uuid_oid(value: uuid.UUID | None = None) -> str:
     return f"2.25.{(value or uuid.uuid4()).int}"
 
 
-def dtm(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y%m%d%H%M%S")
-
-
 @dataclass
 class Document:
     entry_id: str
@@ -94,84 +90,53 @@ class Document:
     unique_id: str
 
 
+SUBMISSION_SET_ID = "SubmissionSet01"
+
+
 def submission(files: Sequence[Path], metadata: Metadata) -> tuple[etree._Element, list[Document]]:
     """A ProvideAndRegisterDocumentSetRequest for `files` (their xdsb:Document elements not yet
-    added: send() adds them) and the documents it describes."""
-    request = etree.Element(f"{_XDSB}ProvideAndRegisterDocumentSetRequest", nsmap={"xdsb": ns.XDSB})
-    submit = etree.SubElement(request, f"{{{ns.LCM}}}SubmitObjectsRequest", nsmap={"lcm": ns.LCM, "rim": ns.RIM})
-    objects = etree.SubElement(submit, f"{_RIM}RegistryObjectList")
-    now = dtm(datetime.now(timezone.utc))
-    ss = etree.SubElement(objects, f"{_RIM}RegistryPackage", id="SubmissionSet01")
-    _slot(ss, "submissionTime", now)
-    _name(ss, "Documents sent with xds submit")
-    if metadata.author:
-        _author(ss, ns.SS_AUTHOR, "SubmissionSet01", metadata.author)
-    _code(ss, ns.SS_CONTENT_TYPE_CODE, "SubmissionSet01", metadata.content_type_code or metadata.class_code, "ss-ct")
-    _identifier(ss, ns.SS_UNIQUE_ID, "SubmissionSet01", uuid_oid(), "XDSSubmissionSet.uniqueId")
-    _identifier(ss, ns.SS_SOURCE_ID, "SubmissionSet01", metadata.source_id, "XDSSubmissionSet.sourceId")
-    _identifier(ss, ns.SS_PATIENT_ID, "SubmissionSet01", metadata.patient_id, "XDSSubmissionSet.patientId")
-    etree.SubElement(objects, f"{_RIM}Classification", id="ss-node", classifiedObject="SubmissionSet01",
-                     classificationNode=ns.SUBMISSION_SET_NODE)
+    added: provide_and_register() adds them) and the documents it describes."""
+    submission_set = model.SubmissionSet(
+        id=SUBMISSION_SET_ID,
+        unique_id=uuid_oid(),
+        source_id=metadata.source_id,
+        patient_id=metadata.patient_id,
+        submission_time=dtm(datetime.now(timezone.utc)),
+        content_type_code=metadata.content_type_code or metadata.class_code,
+        title="Documents sent with xds submit",
+        authors=_authors(metadata),
+    )
+    content = model.Submission(submission_set=submission_set)
     documents = []
     for number, path in enumerate(files, 1):
-        entry_id = f"Document{number:02d}"
-        mime_type = metadata.mime_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        unique_id = uuid_oid()
-        created = dtm(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc))
-        entry = etree.SubElement(objects, f"{_RIM}ExtrinsicObject", id=entry_id, mimeType=mime_type,
-                                 objectType=DE_OBJECT_TYPE)
-        _slot(entry, "creationTime", created)
-        _slot(entry, "languageCode", metadata.language)
-        _slot(entry, "sourcePatientId", metadata.patient_id)
-        _name(entry, metadata.title or path.name)
-        if metadata.author:
-            _author(entry, ns.DE_AUTHOR, entry_id, metadata.author)
-        _code(entry, ns.DE_CLASS_CODE, entry_id, metadata.class_code, "class")
-        for i, code in enumerate(metadata.confidentiality_codes):
-            _code(entry, ns.DE_CONFIDENTIALITY_CODE, entry_id, code, f"conf{i}")
-        _code(entry, ns.DE_FORMAT_CODE, entry_id, metadata.format_code, "format")
-        _code(entry, ns.DE_HEALTHCARE_FACILITY_TYPE_CODE, entry_id, metadata.healthcare_facility_type_code, "hcft")
-        _code(entry, ns.DE_PRACTICE_SETTING_CODE, entry_id, metadata.practice_setting_code, "practice")
-        _code(entry, ns.DE_TYPE_CODE, entry_id, metadata.type_code, "type")
-        _identifier(entry, ns.DE_PATIENT_ID, entry_id, metadata.patient_id, "XDSDocumentEntry.patientId")
-        _identifier(entry, ns.DE_UNIQUE_ID, entry_id, unique_id, "XDSDocumentEntry.uniqueId")
-        association = etree.SubElement(objects, f"{_RIM}Association", id=f"as{number:02d}",
-                                       associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember",
-                                       sourceObject="SubmissionSet01", targetObject=entry_id)
-        _slot(association, "SubmissionSetStatus", "Original")
-        documents.append(Document(entry_id, path, mime_type, unique_id))
-    return request, documents
+        entry = model.DocumentEntry(
+            id=f"Document{number:02d}",
+            object_type=model.DocumentEntryType.STABLE.value,
+            unique_id=uuid_oid(),
+            patient_id=metadata.patient_id,
+            mime_type=metadata.mime_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+            title=metadata.title or path.name,
+            creation_time=dtm(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)),
+            language_code=metadata.language,
+            source_patient_id=metadata.patient_id,
+            class_code=metadata.class_code,
+            type_code=metadata.type_code,
+            format_code=metadata.format_code,
+            healthcare_facility_type_code=metadata.healthcare_facility_type_code,
+            practice_setting_code=metadata.practice_setting_code,
+            confidentiality_codes=list(metadata.confidentiality_codes),
+            authors=_authors(metadata),
+        )
+        content.documents.append(entry)
+        content.associations.append(model.Association(
+            id=f"as{number:02d}", type=model.AssociationType.HAS_MEMBER.value, source=SUBMISSION_SET_ID,
+            target=entry.id, submission_set_status=model.SubmissionSetStatus.ORIGINAL.value))
+        documents.append(Document(entry.id, path, entry.mime_type, entry.unique_id))
+    return write_provide_and_register(content), documents
 
 
-def _slot(parent: etree._Element, name: str, *values: str) -> None:
-    slot = etree.SubElement(parent, f"{_RIM}Slot", name=name)
-    value_list = etree.SubElement(slot, f"{_RIM}ValueList")
-    for value in values:
-        etree.SubElement(value_list, f"{_RIM}Value").text = value
-
-
-def _name(parent: etree._Element, text: str) -> None:
-    etree.SubElement(etree.SubElement(parent, f"{_RIM}Name"), f"{_RIM}LocalizedString", value=text)
-
-
-def _code(parent: etree._Element, scheme: str, object_id: str, code: Code, suffix: str) -> None:
-    classification = etree.SubElement(parent, f"{_RIM}Classification", id=f"{object_id}-{suffix}",
-                                      classificationScheme=scheme, classifiedObject=object_id,
-                                      nodeRepresentation=code.code)
-    _slot(classification, "codingScheme", code.scheme)
-    _name(classification, code.display)
-
-
-def _author(parent: etree._Element, scheme: str, object_id: str, person: str) -> None:
-    classification = etree.SubElement(parent, f"{_RIM}Classification", id=f"{object_id}-author",
-                                      classificationScheme=scheme, classifiedObject=object_id, nodeRepresentation="")
-    _slot(classification, "authorPerson", person)
-
-
-def _identifier(parent: etree._Element, scheme: str, object_id: str, value: str, name: str) -> None:
-    identifier = etree.SubElement(parent, f"{_RIM}ExternalIdentifier", id=f"{object_id}-{name.rsplit('.', 1)[1]}",
-                                  identificationScheme=scheme, registryObject=object_id, value=value)
-    _name(identifier, name)
+def _authors(metadata: Metadata) -> list[model.Author]:
+    return [model.Author(person=metadata.author)] if metadata.author else []
 
 
 # -- progress -------------------------------------------------------------------------------------
@@ -290,11 +255,10 @@ def provide_and_register(url: str, request: etree._Element, documents: Sequence[
     attachments = []
     for document in documents:
         content_id = new_content_id()
-        element = etree.SubElement(request, f"{_XDSB}Document", id=document.entry_id)
-        element.append(xop_include(content_id))
+        add_document(request, document.entry_id, xop_include(content_id))
         attachments.append((content_id, document.mime_type, FileAttachment(document.path)))
-    envelope = build_envelope(request, PROVIDE_AND_REGISTER, to=url)
-    content_type, pieces = mtom_pieces(envelope, attachments, action=PROVIDE_AND_REGISTER)
+    envelope = build_envelope(request, ITI_41.action, to=url)
+    content_type, pieces = mtom_pieces(envelope, attachments, action=ITI_41.action)
     meter = Progress("sending", pieces_length(pieces)) if progress else None
     status, answer_type, chunks, close = post_streaming(url, content_type, pieces, progress=meter, timeout=timeout,
                                                         context=context)
@@ -316,9 +280,9 @@ def retrieve(url: str, repository_unique_id: str, unique_id: str, output: Path, 
         etree.SubElement(item, f"{_XDSB}HomeCommunityId").text = home_community_id
     etree.SubElement(item, f"{_XDSB}RepositoryUniqueId").text = repository_unique_id
     etree.SubElement(item, f"{_XDSB}DocumentUniqueId").text = unique_id
-    envelope = build_envelope(request, RETRIEVE, to=url)
+    envelope = build_envelope(request, ITI_43.action, to=url)
     status, answer_type, chunks, close = post_streaming(
-        url, f'application/soap+xml; charset=UTF-8; action="{RETRIEVE}"', [envelope], timeout=timeout,
+        url, f'application/soap+xml; charset=UTF-8; action="{ITI_43.action}"', [envelope], timeout=timeout,
         context=context)
     meter = Progress("receiving", None) if progress else None
 

@@ -69,9 +69,9 @@ def add_parser(subparsers) -> None:
 
 
 def _code(text: str | None, default):
-    from xds.repository.client import Code
+    from xds.repository.client import parse_code
 
-    return Code.parse(text) if text else default
+    return parse_code(text) if text else default
 
 
 def _submit(args, settings: config.Settings) -> int:
@@ -88,7 +88,7 @@ def _submit(args, settings: config.Settings) -> int:
             class_code=_code(args.class_code, defaults.class_code),
             type_code=_code(args.type_code, defaults.type_code),
             format_code=_code(args.format_code, defaults.format_code),
-            confidentiality_codes=[client.Code.parse(c) for c in args.confidentiality] if args.confidentiality
+            confidentiality_codes=[client.parse_code(c) for c in args.confidentiality] if args.confidentiality
             else defaults.confidentiality_codes,
             healthcare_facility_type_code=_code(args.facility, defaults.healthcare_facility_type_code),
             practice_setting_code=_code(args.practice, defaults.practice_setting_code),
@@ -106,9 +106,7 @@ def _submit(args, settings: config.Settings) -> int:
     except (OSError, ValueError) as exc:
         print(f"xds submit: {exc}", file=sys.stderr)
         return 2
-    print(f"status: {status.rsplit(':', 1)[-1]}")
-    for problem in errors:
-        print(f"  {problem}")
+    _print_outcome(status, errors)
     if status.endswith(":Success"):
         for document in documents:
             print(f"{document.unique_id}  {document.mime_type}  {document.path}")
@@ -127,19 +125,30 @@ def _retrieve(args, settings: config.Settings) -> int:
     except (OSError, ValueError) as exc:
         print(f"xds retrieve: {exc}", file=sys.stderr)
         return 2
-    print(f"status: {status.rsplit(':', 1)[-1]}")
-    for problem in errors:
-        print(f"  {problem}")
+    _print_outcome(status, errors)
     if mime_type is not None:
         print(f"{args.output}  {mime_type}  {args.output.stat().st_size} bytes")
         return 0
     return 1
 
 
-def _verify(args, settings: config.Settings) -> int:
-    from xds.repository.verify import verify
+def _print_outcome(status: str, errors) -> None:
+    """The response's status, then each of its errors on a line."""
+    print(f"status: {status.rsplit(':', 1)[-1]}")
+    for problem in errors:
+        print(f"  {problem}")
 
-    report = verify(settings)
+
+def _verify(args, settings: config.Settings) -> int:
+    from xds.registry.register import DocumentRegistry
+    from xds.repository.verify import verify
+    from xds.store import db
+
+    engine = db.make_engine(settings.database)
+    try:
+        report = verify(settings, DocumentRegistry(sessions=db.make_sessionmaker(engine)))
+    finally:
+        engine.dispose()
     for line in report.lines():
         print(line)
     return 0 if report.ok else 1

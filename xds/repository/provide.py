@@ -8,20 +8,23 @@ nothing. What does not: SOAP (the service module hands over the body and a way t
 document's content), the registry's own checks (it answers for itself, and its errors go back
 to the client unchanged), files (the blob store).
 
-The way of one request:
-1. read the DocumentEntries of the SubmitObjectsRequest (on a copy: the ebRIM reader moves
-   loose classifications into their objects, and the request goes to the registry as sent);
-2. pair them with the xdsb:Document elements by id; check every pair, collecting every error;
-3. set hash, size and repositoryUniqueId on each ExtrinsicObject (ITI TF-2b 3.41.4.1.3);
+The way of one request, top-down, with one reading of its metadata:
+1. read the SubmitObjectsRequest into the model (xds.ebrim.submission): the same
+   ParsedSubmission goes on to the registry, which does not read the XML again;
+2. pair the DocumentEntries with the xdsb:Document elements by id; check every pair, collecting
+   every error;
+3. set hash, size and repositoryUniqueId on each DocumentEntry, in the model and in its XML
+   (ITI TF-2b 3.41.4.1.3);
 4. stage the documents in the blob store (written and fsynced under temporary names);
-5. register the metadata (ITI-42): in-process, or over SOAP with a remote registry;
+5. register the metadata (ITI-42): the parsed submission in-process, or its XML over SOAP to a
+   remote registry;
 6. on Success commit the staged documents (visible from then on), else drop them.
-Any error before 5 means the registry is never asked.
+Any error before 5 means the registry is never asked. Errors of ebRIM structure found in 1 are
+the registry's to answer (it lists them with its own), as they would be from a remote registry.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +32,12 @@ from dataclasses import dataclass
 from lxml import etree
 
 from xds.ebrim import ns
-from xds.ebrim.submission import read_submission
+from xds.ebrim.slots import set_slot
+from xds.ebrim.submission import ParsedSubmission, read_submission
 from xds.errors import XdsError
 from xds.model import DocumentEntryType
 from xds.repository.blobs import BlobStore, NewDocument
+from xds.result import Result
 from xds.rules import error
 from xds.soap.attachment import Attachment
 
@@ -41,10 +46,9 @@ log = logging.getLogger("xds.repository")
 PROVIDE_AND_REGISTER_REQUEST = f"{{{ns.XDSB}}}ProvideAndRegisterDocumentSetRequest"
 SUBMIT_OBJECTS_REQUEST = f"{{{ns.LCM}}}SubmitObjectsRequest"
 DOCUMENT = f"{{{ns.XDSB}}}Document"
-EXTRINSIC_OBJECT = ns.rim("ExtrinsicObject")
 
-#: Registers a SubmitObjectsRequest (ITI-42); returns the registry's errors and warnings.
-Register = Callable[[etree._Element], list[XdsError]]
+#: Registers a submission (ITI-42); returns the registry's errors and warnings.
+Register = Callable[[ParsedSubmission], list[XdsError]]
 
 
 @dataclass
@@ -55,18 +59,30 @@ class ProvideAndRegister:
 
     def provide(self, request: etree._Element, content_of: Callable[[etree._Element], Attachment]
                 ) -> list[XdsError]:
-        """Store and register one ProvideAndRegisterDocumentSetRequest. Returns the errors and
-        warnings for its RegistryResponse; the documents were stored if and only if none of
-        them is an error. content_of(xdsb:Document) gives a document's content (a SoapFault
-        from it, for an xop:Include to a part that is not there, goes to the client as is)."""
+        """The errors and warnings of provide_and_register()."""
+        return self.provide_and_register(request, content_of).errors
+
+    def provide_and_register(self, request: etree._Element, content_of: Callable[[etree._Element], Attachment]
+                             ) -> Result:
+        """Store and register one ProvideAndRegisterDocumentSetRequest. The Result holds the
+        errors and warnings for its RegistryResponse (the documents were stored if and only if
+        none of them is an error) and the patient and submission set it names.
+        content_of(xdsb:Document) gives a document's content (a SoapFault from it, for an
+        xop:Include to a part that is not there, goes to the client as is)."""
         submit = request.find(SUBMIT_OBJECTS_REQUEST) if request.tag == PROVIDE_AND_REGISTER_REQUEST else None
         if submit is None:
             found = etree.QName(request).localname if request.tag != PROVIDE_AND_REGISTER_REQUEST else \
                 "a ProvideAndRegisterDocumentSetRequest without lcm:SubmitObjectsRequest"
-            return [error("repository.not-provide-and-register", found=found)]
+            return Result([error("repository.not-provide-and-register", found=found)])
+        parsed = read_submission(submit)
+        ss = parsed.submission.submission_set
+        return Result(self._provide(request, parsed, content_of), patient_id=(ss.patient_id or "") if ss else "",
+                      submission_set_unique_id=(ss.unique_id or "") if ss else "")
 
+    def _provide(self, request: etree._Element, parsed: ParsedSubmission,
+                 content_of: Callable[[etree._Element], Attachment]) -> list[XdsError]:
         documents, problems = _documents_by_id(request)
-        entries = read_submission(copy.deepcopy(submit)).submission.documents
+        entries = parsed.submission.documents
         problems += _check_unique_ids(entries)
         paired: list[tuple] = []
         for entry in entries:
@@ -84,14 +100,15 @@ class ProvideAndRegister:
         if any(p.is_error for p in problems):
             return problems
 
-        objects = {e.get("id"): e for e in submit.iter(EXTRINSIC_OBJECT)}
         new = []
         for entry, content in paired:
-            element = objects.get(entry.id)
+            entry.hash, entry.size, entry.repository_unique_id = (content.sha1, str(content.size),
+                                                                  self.repository_unique_id)
+            element = parsed.elements.get(entry.id)
             if element is not None:
-                set_slot(element, "hash", content.sha1)
-                set_slot(element, "size", str(content.size))
-                set_slot(element, "repositoryUniqueId", self.repository_unique_id)
+                set_slot(element, "hash", entry.hash)
+                set_slot(element, "size", entry.size)
+                set_slot(element, "repositoryUniqueId", entry.repository_unique_id)
             new.append(NewDocument(entry.unique_id or "", entry.mime_type or "application/octet-stream",
                                    content, content.sha1, content.size, entry.patient_id or ""))
         try:
@@ -101,7 +118,7 @@ class ProvideAndRegister:
             return problems + [error("repository.internal", reason=f"the documents could not be written: "
                                                                    f"{exc.strerror or exc}")]
         try:
-            problems += self.register(submit)
+            problems += self.register(parsed)
         except BaseException:
             self.blobs.abort(staged)
             raise
@@ -153,24 +170,3 @@ def _check_unique_ids(entries) -> list[XdsError]:
             by_unique_id.setdefault(entry.unique_id, []).append(entry.id)
     return [error("repository.duplicate-unique-id", ids[0], value=unique_id, ids=", ".join(ids))
             for unique_id, ids in by_unique_id.items() if len(ids) > 1]
-
-
-def set_slot(element: etree._Element, name: str, value: str) -> None:
-    """Set a single-valued slot of an ebRIM object: replace the value of the slot of that
-    name, or add the slot after the object's other slots (slots come first in ebRIM)."""
-    for slot in element.iterchildren(ns.rim("Slot")):
-        if slot.get("name") == name:
-            value_list = slot.find(ns.rim("ValueList"))
-            if value_list is None:
-                value_list = etree.SubElement(slot, ns.rim("ValueList"))
-            for old in list(value_list):
-                value_list.remove(old)
-            etree.SubElement(value_list, ns.rim("Value")).text = value
-            return
-    slot = etree.Element(ns.rim("Slot"), name=name)
-    etree.SubElement(etree.SubElement(slot, ns.rim("ValueList")), ns.rim("Value")).text = value
-    position = 0
-    for i, child in enumerate(element):
-        if child.tag == ns.rim("Slot"):
-            position = i + 1
-    element.insert(position, slot)

@@ -1,9 +1,11 @@
 """How the repository registers metadata (ITI-42) and asks, after a crash, whether it did.
 
-Two registries: the one of this server (`LocalRegistry`: DocumentRegistry.register in-process,
-one database transaction, no HTTP) and a remote one (`RemoteRegistry`: ITI-42 over SOAP 1.2 to
-`registry_url`). Both give the registry's errors and warnings as they are, so the client of the
-repository sees what the registry said.
+Two registries: the one of this server (`LocalRegistry`: the submission the repository read,
+handed to the registry in-process; one database transaction, no HTTP, no second reading) and a
+remote one (`RemoteRegistry`: ITI-42 over SOAP 1.2 to `registry_url`, the submission written
+out again). Both give the registry's errors and warnings as they are, so the client of the
+repository sees what the registry said. The repository knows the registry only by the
+`Registry` interface below: it reads none of the registry's tables.
 
 The remote path uses the project's plain SOAP client (xds.client.post_soap: lxml envelope,
 urllib), not zeep, which DESIGN.md names for SOAP clients. The repository holds the
@@ -30,53 +32,51 @@ import socket
 import ssl
 import urllib.error
 from dataclasses import dataclass
+from typing import Protocol
 
 from lxml import etree
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-
 from xds import client
-from xds.security import tls
 from xds.config import Settings
 from xds.ebrim import ns
 from xds.ebrim.response import read_registry_response
+from xds.ebrim.submission import ParsedSubmission
 from xds.errors import XdsError
-from xds.registry.register import DocumentRegistry
 from xds.rules import error
-from xds.store.tables import DocumentEntryRow
+from xds.security import tls
+from xds.transactions import ITI_42
 
 log = logging.getLogger("xds.repository")
 
-REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
 REGISTRY_RESPONSE = f"{{{ns.RS}}}RegistryResponse"
+
+
+class Registry(Protocol):
+    """What the repository needs of this server's Document Registry
+    (xds.registry.register.DocumentRegistry is one)."""
+
+    def register_submission(self, parsed: ParsedSubmission) -> list[XdsError]: ...
+
+    def holds_document(self, unique_id: str, sha1: str) -> bool | None: ...
+
+    def documents_in(self, repository_unique_id: str) -> list[tuple[str, str | None, int | None]]: ...
 
 
 @dataclass
 class LocalRegistry:
     """The registry of this server, called in-process."""
 
-    registry: DocumentRegistry
+    registry: Registry
 
-    def register(self, submit: etree._Element) -> list[XdsError]:
+    def register(self, parsed: ParsedSubmission) -> list[XdsError]:
         try:
-            return self.registry.register(submit)
+            return self.registry.register_submission(parsed)
         except Exception:
             log.exception("in-process registration failed")
             return [error("registry.internal", reason="unexpected failure, logged by the server")]
 
     def is_registered(self, unique_id: str, sha1: str) -> bool | None:
-        return registered_in(self.registry.sessions, unique_id, sha1)
-
-
-def registered_in(sessions: sessionmaker[Session], unique_id: str, sha1: str) -> bool | None:
-    """Whether the registry database holds a DocumentEntry with this uniqueId and hash."""
-    try:
-        with sessions() as session:
-            hashes = session.scalars(select(DocumentEntryRow.hash).where(DocumentEntryRow.unique_id == unique_id)).all()
-    except Exception:
-        log.exception("cannot read the registry database to recover %s", unique_id)
-        return None
-    return any((h or "").lower() == sha1.lower() for h in hashes)
+        """Whether the registry holds a DocumentEntry with this uniqueId and hash."""
+        return self.registry.holds_document(unique_id, sha1)
 
 
 @dataclass
@@ -92,9 +92,10 @@ class RemoteRegistry:
         """The registry at settings.registry_url; over https with this node's certificate."""
         return cls(settings.registry_url, context=tls.context_for(settings.registry_url, settings))
 
-    def register(self, submit: etree._Element) -> list[XdsError]:
+    def register(self, parsed: ParsedSubmission) -> list[XdsError]:
         try:
-            body = client.post_soap(self.url, submit, REGISTER, timeout=self.timeout, context=self.context)
+            body = client.post_soap(self.url, parsed.request, ITI_42.action, timeout=self.timeout,
+                                    context=self.context)
         except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
             log.warning("registry %s not available: %s", self.url, reason)

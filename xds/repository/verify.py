@@ -15,13 +15,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-
 from xds.config import Settings
 from xds.repository.blobs import FileBlobStore
-from xds.repository.registration import registered_in
-from xds.store import db
-from xds.store.tables import DocumentEntryRow
+from xds.repository.registration import Registry
 
 
 @dataclass
@@ -56,40 +52,32 @@ def sha1_of(path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def verify(settings: Settings) -> VerifyReport:
-    engine = db.make_engine(settings.database)
-    try:
-        sessions = db.make_sessionmaker(engine)
-        blobs = FileBlobStore(settings.documents_dir)
-        report = VerifyReport()
-        recovery = blobs.recover(lambda unique_id, sha1: registered_in(sessions, unique_id, sha1))
-        report.recovered = recovery.rolled_forward
-        registered: dict[str, tuple[str, int | None]] = {}
-        with sessions() as session:
-            rows = session.execute(
-                select(DocumentEntryRow.unique_id, DocumentEntryRow.hash, DocumentEntryRow.size)
-                .where(DocumentEntryRow.repository_unique_id == settings.repository_unique_id))
-            for unique_id, digest, size in rows:
-                registered[unique_id] = ((digest or "").lower(), size)
-        for unique_id, (digest, size) in sorted(registered.items()):
-            report.checked += 1
-            document = blobs.get(unique_id)
-            if document is None or not document.path.is_file():
-                report.missing.append(f"{unique_id}: registered (hash {digest}, size {size}), no file")
-                continue
-            actual, actual_size = sha1_of(document.path)
-            problems = []
-            if actual != digest:
-                problems.append(f"SHA-1 {actual}, registry {digest}")
-            if size is not None and actual_size != size:
-                problems.append(f"size {actual_size}, registry {size}")
-            if document.hash and document.hash != actual:
-                problems.append(f"stored meta.json hash {document.hash}")
-            if problems:
-                report.mismatched.append(f"{unique_id} ({document.path}): " + "; ".join(problems))
-        for document in blobs:
-            if document.unique_id not in registered:
-                report.unregistered.append(f"{document.unique_id} ({document.path})")
-        return report
-    finally:
-        engine.dispose()
+def verify(settings: Settings, registry: Registry) -> VerifyReport:
+    """Every document of this repository (settings.documents_dir, settings.repository_unique_id)
+    against what `registry` holds of it, after finishing what a crash left half done."""
+    blobs = FileBlobStore(settings.documents_dir)
+    report = VerifyReport()
+    recovery = blobs.recover(registry.holds_document)
+    report.recovered = recovery.rolled_forward
+    registered = {unique_id: ((digest or "").lower(), size) for unique_id, digest, size
+                  in registry.documents_in(settings.repository_unique_id)}
+    for unique_id, (digest, size) in sorted(registered.items()):
+        report.checked += 1
+        document = blobs.get(unique_id)
+        if document is None or not document.path.is_file():
+            report.missing.append(f"{unique_id}: registered (hash {digest}, size {size}), no file")
+            continue
+        actual, actual_size = sha1_of(document.path)
+        problems = []
+        if actual != digest:
+            problems.append(f"SHA-1 {actual}, registry {digest}")
+        if size is not None and actual_size != size:
+            problems.append(f"size {actual_size}, registry {size}")
+        if document.hash and document.hash != actual:
+            problems.append(f"stored meta.json hash {document.hash}")
+        if problems:
+            report.mismatched.append(f"{unique_id} ({document.path}): " + "; ".join(problems))
+    for document in blobs:
+        if document.unique_id not in registered:
+            report.unregistered.append(f"{document.unique_id} ({document.path})")
+    return report

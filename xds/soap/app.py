@@ -276,22 +276,8 @@ def body_chunks(environ: dict, limit: int, chunk_size: int = _STREAM_CHUNK) -> I
     it read; the same rules as read_body (413 before reading when the Content-Length is over
     the limit, 411 when a chunked body cannot be read to its end safely)."""
     stream = environ.get("wsgi.input")
-    declared = (environ.get("CONTENT_LENGTH") or "").strip()
-    if declared:
-        if not declared.isdigit():
-            raise SoapFault("Sender", f"invalid Content-Length {declared!r}")
-        length = int(declared)
-        if length > limit:
-            raise _too_large(limit)
-        remaining = length
-        while remaining > 0:
-            chunk = stream.read(min(chunk_size, remaining))
-            if not chunk:
-                raise SoapFault("Sender", f"the request body ended after {length - remaining} of {length} bytes")
-            remaining -= len(chunk)
-            yield chunk
-        return
-    if environ.get("wsgi.input_terminated"):
+    length = _length(environ, limit)
+    if length is None:
         total = 0
         while chunk := stream.read(chunk_size):
             total += len(chunk)
@@ -299,8 +285,13 @@ def body_chunks(environ: dict, limit: int, chunk_size: int = _STREAM_CHUNK) -> I
                 raise _too_large(limit)
             yield chunk
         return
-    if environ.get("HTTP_TRANSFER_ENCODING"):
-        raise SoapFault("Sender", "send a Content-Length with the request", http_status=411)
+    remaining = length
+    while remaining > 0:
+        chunk = stream.read(min(chunk_size, remaining))
+        if not chunk:
+            raise SoapFault("Sender", f"the request body ended after {length - remaining} of {length} bytes")
+        remaining -= len(chunk)
+        yield chunk
 
 
 def read_body(environ: dict, limit: int, *, hint: str = "") -> bytes:
@@ -312,6 +303,15 @@ def read_body(environ: dict, limit: int, *, hint: str = "") -> bytes:
     reading could block on the socket, and 411 asks the client for a length (RFC 9110 15.5.12).
     """
     stream = environ.get("wsgi.input")
+    length = _length(environ, limit, hint)
+    if length is None:
+        return _read_to_end(stream, limit, hint)
+    return _read_exactly(stream, length)
+
+
+def _length(environ: dict, limit: int, hint: str = "") -> int | None:
+    """The body's length by its Content-Length (0 without a body); None when the body is to be
+    read to its end (chunked, and the server says the stream ends with the body)."""
     declared = (environ.get("CONTENT_LENGTH") or "").strip()
     if declared:
         if not declared.isdigit():
@@ -319,12 +319,12 @@ def read_body(environ: dict, limit: int, *, hint: str = "") -> bytes:
         length = int(declared)
         if length > limit:
             raise _too_large(limit, hint)
-        return _read_exactly(stream, length)
+        return length
     if environ.get("wsgi.input_terminated"):
-        return _read_to_end(stream, limit, hint)
+        return None
     if environ.get("HTTP_TRANSFER_ENCODING"):
         raise SoapFault("Sender", "send a Content-Length with the request", http_status=411)
-    return b""
+    return 0
 
 
 def _too_large(limit: int, hint: str = "") -> SoapFault:

@@ -212,6 +212,18 @@ def find_documents_by_unique_id(
     return found
 
 
+def document_hashes(session: Session, unique_id: str) -> list[str | None]:
+    """The hashes of the DocumentEntries with this uniqueId."""
+    return list(session.scalars(select(DocumentEntryRow.hash).where(DocumentEntryRow.unique_id == unique_id)))
+
+
+def documents_in_repository(session: Session, repository_unique_id: str) -> list[tuple[str, str | None, int | None]]:
+    """(uniqueId, hash, size) of the DocumentEntries whose repositoryUniqueId is this one."""
+    return [tuple(row) for row in session.execute(
+        select(DocumentEntryRow.unique_id, DocumentEntryRow.hash, DocumentEntryRow.size)
+        .where(DocumentEntryRow.repository_unique_id == repository_unique_id))]
+
+
 def existing_unique_ids(
     session: Session, kind: Literal["SubmissionSet", "Folder"], unique_ids: Iterable[str]
 ) -> dict[str, str]:
