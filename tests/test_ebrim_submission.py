@@ -28,7 +28,14 @@ from lxml import etree
 
 from tests.data import CONFORMANCE
 from xds.ebrim import ns
-from xds.ebrim.submission import ParsedSubmission, assign_uuids, read_submission
+from xds.ebrim.submission import (
+    ParsedSubmission,
+    assign_uuids,
+    plan_uuids,
+    read_submission,
+    rewrite_model,
+    rewrite_xml,
+)
 from xds.model import Author, Code, Slot
 
 DATA = CONFORMANCE
@@ -771,6 +778,36 @@ def test_assign_uuids_gives_repeated_nested_ids_their_own_uuids():
     assert len(nested) == len(set(nested)) and all(UUID_RE.match(i) for i in nested)
     for entry in parsed.submission.documents:
         assert UUID_RE.match(entry.id) and entry.logical_id == entry.id
+
+
+def test_new_uuids_are_random_version_4_uuids():
+    import uuid
+
+    from xds.ebrim.submission import _new_uuid
+
+    made = [_new_uuid() for _ in range(1000)]
+    assert len(set(made)) == 1000
+    for urn in made:
+        value = uuid.UUID(urn.removeprefix("urn:uuid:"))
+        assert UUID_RE.match(urn) and value.version == 4 and value.variant == uuid.RFC_4122 and str(value) == urn[9:]
+
+
+def test_assign_uuids_in_two_halves_xml_first():
+    """The registry rewrites the XML before its write transaction (rewrite_xml, the model left
+    alone so that errors still name the submitter's ids) and the model once it stores
+    (rewrite_model): together they do what assign_uuids does."""
+    request = minimal_request(folder(), association("a-fol", SS, "Folder01", status=None))
+    parsed = read_ok(request)
+    mapping = plan_uuids(parsed.submission, counter_uuids())
+    assert sorted(mapping) == sorted([DE, SS, HM, "Folder01", "a-fol"])
+    rewrite_xml(parsed.elements, parsed.submission, mapping, counter_uuids())
+    assert parsed.submission.documents[0].id == DE and list(parsed.elements)[0] == DE  # the model: as sent
+    assert parsed.elements[DE].get("id") == mapping[DE] == parsed.elements[DE].get("lid")
+    assert parsed.elements[HM].get("sourceObject") == mapping[SS]
+    rewrite_model(parsed, mapping)
+    entry = parsed.submission.documents[0]
+    assert entry.id == entry.logical_id == mapping[DE] and list(parsed.elements)[0] == mapping[DE]
+    assert parsed.submission.associations[0].source == mapping[SS]
 
 
 def test_assign_uuids_on_the_ipf_sample_moves_the_top_level_classification_along():

@@ -155,8 +155,9 @@ def test_code_parameters(registry, stored, parameter, field):
                  doc("other", **{field: OTHER_SCHEME}))
     assert find_documents(stored, (parameter, codes(LAB))).ids == [r["lab"]]
     assert find_documents(stored, (parameter, codes(LAB, NOTE))).kind("ObjectRef") == {r["lab"], r["note"]}
-    # Two slots of a multi-valued parameter are one list too.
-    assert find_documents(stored, (parameter, codes(LAB)), (parameter, codes(NOTE))).kind("ObjectRef") == {r["lab"], r["note"]}
+    # Two slots of a parameter that is not AND/OR are refused (only AND/OR parameters repeat).
+    two_slots = find_documents(stored, (parameter, codes(LAB)), (parameter, codes(NOTE)))
+    assert two_slots.codes == ["XDSStoredQueryParamNumber"]
     # The scheme counts: same code, other scheme is another code.
     assert find_documents(stored, (parameter, quote_list(["34133-9^^^1.2.3.4"]))).ids == [r["other"]]
     # The NIST toolkit's code^^scheme is read as code^^^scheme.

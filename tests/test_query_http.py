@@ -4,12 +4,15 @@ database."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
+import pytest
 from lxml import etree
 
 from tests import queries as q
 from tests import submissions as s
+from tests.server import serve
 from tests.test_registry_http import XDS, post, server, soap_register  # noqa: F401  (server is a fixture)
 from xds.soap import build_envelope, parse_response
 
@@ -97,3 +100,35 @@ def test_query_command_line_errors(server):
     assert no_patient.returncode == 2 and "takes no patient id" in no_patient.stderr
     bad_param = xds(env, "FindDocuments", "--param", "no-equals-sign")
     assert bad_param.returncode == 2
+
+
+@pytest.fixture
+def limited_server(database_url, tmp_path):
+    """A server whose query limits are set in its environment, as an operator sets them."""
+    env = dict(os.environ, XDS_DATA_DIR=str(tmp_path / "var"), XDS_DATABASE_URL=database_url,
+               XDS_MAX_QUERY_PARAMETER_VALUES="2", XDS_MAX_LEAF_CLASS_BYTES="1000")
+    subprocess.run([*XDS, "db", "upgrade"], env=env, check=True, capture_output=True)
+    subprocess.run([*XDS, "patients", "add", s.PATIENT], env=env, check=True, capture_output=True)
+    process, base = serve(env, tmp_path / "server.log")
+    yield base
+    process.terminate()
+    process.wait(10)
+
+
+def test_query_limits_over_http(limited_server):
+    base = limited_server
+    registered(base)
+    patient = ("$XDSDocumentEntryPatientId", q.quote(s.PATIENT))
+    three_codes = ("$XDSDocumentEntryClassCode", q.quote_list(["a^^^1", "b^^^1", "c^^^1"]))
+    status, response = soap_query(base, q.request("FindDocuments", patient, q.APPROVED_DOCUMENTS, three_codes))
+    answer = q.read(response.body)
+    assert status == 200 and answer.codes == ["XDSStoredQueryParamNumber"]
+    assert "more than 2 values" in answer.errors[0].context
+    # The one DocumentEntry's XML is larger than the 1,000 bytes the server answers as LeafClass.
+    status, response = soap_query(base, q.request("FindDocuments", patient, q.APPROVED_DOCUMENTS,
+                                                  return_type="LeafClass"))
+    answer = q.read(response.body)
+    assert status == 200 and answer.codes == ["XDSTooManyResults"]
+    assert "more than 1000 bytes" in answer.errors[0].context
+    status, response = soap_query(base, q.request("FindDocuments", patient, q.APPROVED_DOCUMENTS))
+    assert q.read(response.body).status == "Success" and len(q.read(response.body).ids) == 1

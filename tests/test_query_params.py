@@ -11,7 +11,7 @@ from tests import queries as q
 from xds.ebrim import ns
 from xds.ebrim.query_request import adhoc_query_request, quote, quote_list
 from xds.registry import stored_query
-from xds.registry.query_params import _parse, _SyntaxError, code_key, read_query_request
+from xds.registry.query_params import QueryLimits, _parse, _SyntaxError, code_key, read_query_request
 from xds.rules import RULES
 
 PID = "P1^^^&1.2.3&ISO"
@@ -100,10 +100,15 @@ def test_a_list_spread_over_several_values_of_one_slot():
     assert call.params["$XDSDocumentEntryStatus"] == [q.APPROVED, q.DEPRECATED]
 
 
-def test_repeated_slots_of_a_multi_valued_parameter_are_one_list():
-    p = params("FindDocuments", *FIND, ("$XDSDocumentEntryClassCode", "('a^^^1')"),
-               ("$XDSDocumentEntryClassCode", "('b^^^2', 'c^^^3')"))
-    assert p["$XDSDocumentEntryClassCode"] == ["a^^^1", "b^^^2", "c^^^3"]
+def test_a_multi_valued_parameter_in_two_slots_is_refused():
+    # ebRIM gives each Slot its own name; ITI TF-2 repeats only the AND/OR parameters (AND).
+    problem = only_error("FindDocuments", *FIND, ("$XDSDocumentEntryClassCode", "('a^^^1')"),
+                         ("$XDSDocumentEntryClassCode", "('b^^^2', 'c^^^3')"))
+    assert_rule(problem, "query.repeated-param", "$XDSDocumentEntryClassCode", "2 slots", "('a','b')")
+    assert problem.code == "XDSStoredQueryParamNumber" and problem.location == "$XDSDocumentEntryClassCode"
+    # The same for the required status list, even when both slots say the same.
+    problem = only_error("FindDocuments", *FIND, q.APPROVED_DOCUMENTS)
+    assert_rule(problem, "query.repeated-param", "$XDSDocumentEntryStatus")
 
 
 def test_and_or_parameters_keep_one_list_per_slot():
@@ -276,3 +281,114 @@ def test_all_errors_of_a_request_at_once():
     _, errors = read("FindDocuments", ("$XDSDocumentEntryStatus", "('Approved')"),
                      ("$XDSDocumentEntryClassCode", "('a^^')"), ("$XDSDocumentEntryCreationTimeTo", "2004133"))
     assert sorted(e.code for e in errors) == ["XDSRegistryError"] * 3 + ["XDSStoredQueryMissingParam"]
+
+
+# --- what the standard refuses: a Slot's one ValueList, xs:boolean (ITI-18, issue 15) ---------------
+
+
+def test_a_slot_with_two_value_lists():
+    request = q.request("FindDocuments", *FIND)
+    slot = request.find(f"{ns.rim('AdhocQuery')}/{ns.rim('Slot')}")
+    etree.SubElement(etree.SubElement(slot, ns.rim("ValueList")), ns.rim("Value")).text = quote("P2^^^&1.2.3&ISO")
+    call, errors = read_query_request(request)
+    assert call is None and len(errors) == 1
+    assert_rule(errors[0], "query.slot-value-lists", "$XDSDocumentEntryPatientId", "2 rim:ValueList")
+    assert errors[0].code == "XDSRegistryError" and errors[0].location == "$XDSDocumentEntryPatientId"
+
+
+@pytest.mark.parametrize("value", ["maybe", "True", "yes", ""])
+def test_return_composed_objects_must_be_a_boolean(value):
+    request = q.request("FindDocuments", *FIND)
+    request[0].set("returnComposedObjects", value)
+    call, errors = read_query_request(request)
+    assert call is None and len(errors) == 1
+    assert_rule(errors[0], "query.bad-return-composed-objects", repr(value)[1:-1] if value else "''")
+    assert errors[0].code == "XDSRegistryError" and errors[0].location == "returnComposedObjects"
+
+
+@pytest.mark.parametrize("value", ["true", "false", "1", "0", " true\n"])
+def test_return_composed_objects_takes_every_boolean_form(value):
+    request = q.request("FindDocuments", *FIND)
+    request[0].set("returnComposedObjects", value)
+    assert read_query_request(request)[1] == []
+    del request[0].attrib["returnComposedObjects"]  # optional (default false)
+    assert read_query_request(request)[1] == []
+
+
+# --- limits: values per parameter, per query, and terms (issue 15) ------------------------------------
+
+SMALL = QueryLimits(parameter_values=2, values=10, terms=2)
+
+
+def limited(name: str, *slots: tuple[str, str], limits: QueryLimits = SMALL):
+    return read_query_request(q.request(name, *slots), limits)
+
+
+def codes(n: int, start: int = 0) -> str:
+    return quote_list([f"c{i}^^^1.2.3" for i in range(start, start + n)])
+
+
+def test_a_parameter_carries_at_most_its_limit_of_values():
+    call, errors = limited("FindDocuments", *FIND, ("$XDSDocumentEntryClassCode", codes(2)))
+    assert errors == [] and len(call.params["$XDSDocumentEntryClassCode"]) == 2
+    call, errors = limited("FindDocuments", *FIND, ("$XDSDocumentEntryClassCode", codes(3)))
+    assert call is None and len(errors) == 1
+    assert_rule(errors[0], "query.too-many-values", "$XDSDocumentEntryClassCode", "more than 2 values",
+                "max_query_parameter_values")
+    assert errors[0].code == "XDSStoredQueryParamNumber" and errors[0].location == "$XDSDocumentEntryClassCode"
+
+
+def test_the_values_of_an_and_or_parameter_count_over_all_its_slots():
+    call, errors = limited("FindDocuments", *FIND, ("$XDSDocumentEntryEventCodeList", codes(1)),
+                           ("$XDSDocumentEntryEventCodeList", codes(2, 1)))
+    assert_rule(errors[0], "query.too-many-values", "$XDSDocumentEntryEventCodeList", "more than 2")
+
+
+def test_the_default_limit_is_ten_thousand_values():
+    assert QueryLimits().parameter_values == 10000
+    ids = [f"urn:uuid:{i:08d}-0000-4000-8000-000000000000" for i in range(10001)]
+    call, errors = read("GetDocuments", ("$XDSDocumentEntryEntryUUID", quote_list(ids[:10000])))
+    assert errors == [] and len(call.params["$XDSDocumentEntryEntryUUID"]) == 10000
+    assert_rule(only_error("GetDocuments", ("$XDSDocumentEntryEntryUUID", quote_list(ids))), "query.too-many-values",
+                "more than 10000")
+
+
+def test_reading_stops_at_the_first_value_past_the_limit():
+    # A malformed tail after the limit is not read: the request is refused for its size first.
+    assert len(_parse("'a','b','c',", limit=1)) == 2
+    call, errors = limited("FindDocuments", *FIND, ("$XDSDocumentEntryClassCode", "('a^^^1','b^^^1','c^^^1',"))
+    assert [e.code for e in errors] == ["XDSStoredQueryParamNumber"]
+
+
+def test_a_query_carries_at_most_its_limit_of_values():
+    call, errors = limited("FindDocuments", ("$XDSDocumentEntryPatientId", quote(PID)),
+                           ("$XDSDocumentEntryStatus", quote_list([q.APPROVED])),
+                           ("$XDSDocumentEntryClassCode", codes(2)), limits=QueryLimits(values=4))
+    assert errors == []  # 1 + 1 + 2 values; the defaulted $XDSDocumentEntryType was not sent
+    call, errors = limited("FindDocuments", ("$XDSDocumentEntryPatientId", quote(PID)),
+                           ("$XDSDocumentEntryStatus", quote_list([q.APPROVED])),
+                           ("$XDSDocumentEntryClassCode", codes(2)), ("$XDSDocumentEntryTypeCode", codes(1)),
+                           limits=QueryLimits(values=4))
+    assert call is None and len(errors) == 1
+    assert_rule(errors[0], "query.too-many-values-in-query", "FindDocuments", "5 values in all", "more than the 4",
+                "$XDSDocumentEntryClassCode 2", "max_query_values")
+    assert errors[0].code == "XDSStoredQueryParamNumber"
+
+
+def test_code_slots_and_author_patterns_are_terms():
+    and_slots = [("$XDSDocumentEntryEventCodeList", codes(1, i)) for i in range(3)]
+    call, errors = limited("FindDocuments", *FIND, *and_slots, limits=QueryLimits(terms=2))
+    assert call is None and len(errors) == 1
+    assert_rule(errors[0], "query.too-many-terms", "FindDocuments", "3 terms", "more than the 2", "max_query_terms")
+    assert errors[0].code == "XDSStoredQueryParamNumber"
+    assert limited("FindDocuments", *FIND, *and_slots[:2], limits=QueryLimits(terms=2))[1] == []
+    # A list of codes in one slot is one term however long.
+    assert limited("FindDocuments", *FIND, ("$XDSDocumentEntryEventCodeList", codes(100)),
+                   limits=QueryLimits(terms=1))[1] == []
+    patterns = ("$XDSDocumentEntryAuthorPerson", quote_list(["%Sato%", "%Suzuki%", "%Takahashi%"]))
+    assert_rule(limited("FindDocuments", *FIND, patterns, limits=QueryLimits(terms=2))[1][0], "query.too-many-terms")
+    # Every code parameter is a term: two single ones and an AND/OR one of one slot are 3.
+    three = [("$XDSDocumentEntryClassCode", codes(5)), ("$XDSDocumentEntryTypeCode", codes(5)), and_slots[0]]
+    assert_rule(limited("FindDocuments", *FIND, *three, limits=QueryLimits(terms=2))[1][0], "query.too-many-terms",
+                "3 terms")
+    assert QueryLimits().terms == 16

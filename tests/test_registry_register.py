@@ -322,3 +322,42 @@ def test_a_locked_database_answers_busy(database_url, engine, session_factory):
     assert_rule(problems, "registry.busy", "locked")
     assert register(registry, s.submission()[0]) == []  # and once it is free, all is well
     impatient.dispose()
+
+
+def test_objects_are_serialized_before_the_write_transaction(registry, monkeypatch):
+    """The write lock is held for the checks against the registry and the inserts only: the
+    XML of every submitted object is made before the transaction begins."""
+    import contextlib
+
+    from xds.registry import register as register_module
+
+    inside: list[bool] = []
+    sessions = registry.sessions
+    in_transaction = False
+
+    @contextlib.contextmanager
+    def watched_begin():
+        nonlocal in_transaction
+        with sessions.begin() as session:
+            in_transaction = True
+            try:
+                yield session
+            finally:
+                in_transaction = False
+
+    serialized = register_module.serialized
+    monkeypatch.setattr(register_module, "serialized", lambda element: inside.append(in_transaction) or
+                        serialized(element))
+    monkeypatch.setattr(registry, "sessions", type("Watched", (), {"begin": staticmethod(watched_begin)})())
+    assert register(registry, s.submission()[0]) == []
+    assert inside == [False, False, False]
+
+
+def test_a_refused_submission_leaves_the_model_with_the_submitter_s_ids(registry):
+    """The XML is prepared before the checks against the registry; what they find still names
+    the ids the submitter sent."""
+    xml, _ = s.submission(patient="NOBODY^^^&1.2.392.200119.6.102.99&ISO")
+    parsed = registry.read(s.element(xml))
+    problem = assert_rule(registry.register_submission(parsed), "patient.unknown", "NOBODY")
+    assert problem.location == "SubmissionSet01"
+    assert [o.id for o in parsed.submission.objects()] == ["SubmissionSet01", "Document01", "as01"]

@@ -7,12 +7,14 @@ what is wrong."""
 
 from __future__ import annotations
 
+import copy
 import re
 
+import pytest
 from lxml import etree
 
 from xds.ebrim import ns
-from xds.ebrim.submission import read_submission
+from xds.ebrim.submission import EBRIM_LENGTHS, SubmissionLimits, assign_uuids, read_submission
 from xds.errors import XdsError
 from xds.rules import RULES
 
@@ -157,6 +159,190 @@ def test_object_duplicate_id():
 def test_object_bad_uuid():
     request = minimal_request(association("urn:uuid:not-a-uuid", SS, DE))
     assert_rule(request, "object.bad-uuid", "urn:uuid:not-a-uuid", "urn:uuid:not-a-uuid")
+
+
+# ebRIM 3.0 IdentifiableType: every registry object has its own id, the Classifications and
+# ExternalIdentifiers inside objects included (each is a RegistryObject), and ObjectRefs.
+
+UUID_A = "urn:uuid:aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+
+
+def test_object_duplicate_id_two_parts_of_one_object():
+    request = minimal_request()
+    child(obj(request, DE), "Classification", id=f"{DE}-conf").set("id", f"{DE}-class")
+    assert_rule(request, "object.duplicate-id", f"{DE}-class", f"'{DE}-class'")
+
+
+def test_object_duplicate_id_a_classification_copied_in_its_object():
+    """The smallest input the fuzzer found: one Classification written twice."""
+    request = minimal_request()
+    author_element = child(obj(request, DE), "Classification", id=f"{DE}-author")
+    author_element.addnext(copy.deepcopy(author_element))
+    assert_rule(request, "object.duplicate-id", f"{DE}-author", f"{DE}-author")
+
+
+def test_object_duplicate_id_a_part_with_the_id_of_an_object():
+    request = minimal_request()
+    child(obj(request, DE), "Classification", id=f"{DE}-class").set("id", SS)
+    assert_rule(request, "object.duplicate-id", SS, SS)
+
+
+def test_object_duplicate_id_a_loose_part_and_a_nested_one():
+    request = minimal_request()
+    object_list(request).append(node_classification(f"{DE}-class", SS))
+    remove(child(obj(request, SS), "Classification", id=f"{SS}-node"))
+    assert_rule(request, "object.duplicate-id", f"{DE}-class", f"{DE}-class")
+
+
+@pytest.mark.parametrize("first, second", [(UUID_A, UUID_A), (DE, None)])
+def test_object_duplicate_id_object_refs(first, second):
+    """ObjectRefs name objects in the registry by their ids: one id once, and not the id of an
+    object the submission creates."""
+    request = minimal_request(rim("ObjectRef", id=first), *([rim("ObjectRef", id=second)] if second else []))
+    assert_rule(request, "object.duplicate-id", first, first)
+
+
+def test_a_part_id_repeated_in_another_object_is_given_its_own():
+    """NIST's two_doc.xml gives id_1 ... to the parts of both its documents (the toolkit's
+    AssignUuids makes each one UUID): accepted, and no id is stored twice."""
+    request = minimal_request(document_entry("Document02", "1.2.392.200119.6.102.10.2"),
+                              association("Association02", SS, "Document02"))
+    for de_id in (DE, "Document02"):
+        child(obj(request, de_id), "Classification", id=f"{de_id}-class").set("id", UUID_A)
+    parsed = read_submission(request)
+    assert parsed.errors == []
+    assign_uuids(parsed)
+    ids = [e.get("id") for element in parsed.elements.values() for e in element.iter() if e.get("id")]
+    assert len(ids) == len(set(ids)) and UUID_A in ids
+
+
+def test_object_bad_lid():
+    request = minimal_request()
+    obj(request, DE).set("lid", "urn:uuid:" + "9" * 300)
+    problem = assert_rule(request, "object.bad-lid", DE, DE, "urn:uuid:999")
+    assert len(problem.context) < 300  # the long value is not echoed whole
+
+
+def test_a_uuid_lid_and_a_symbolic_lid_are_accepted():
+    for lid in ("urn:uuid:9c1d8f0e-2b7a-4e5f-8a3c-6d4e2f1a0b93", "SomeSymbolicLid"):
+        request = minimal_request()
+        obj(request, DE).set("lid", lid)
+        assert rules(request) == []
+
+
+# --- bounds: objects and values per submission, ebRIM 3.0 lengths ---------------------------
+
+
+def test_limit_objects():
+    """The minimal request holds 18 registry objects: 3 objects, and inside them 10
+    Classifications and 5 ExternalIdentifiers."""
+    request = minimal_request()
+    assert read_submission(request, SubmissionLimits(max_objects=18)).errors == []
+    parsed = read_submission(request, SubmissionLimits(max_objects=17))
+    assert [rule_of(p) for p in parsed.errors] == ["limit.objects"]
+    assert "more than 17 registry objects" in parsed.errors[0].context
+    assert "max_submission_objects" in parsed.errors[0].context
+    assert parsed.over_limits and parsed.submission.documents == [] and parsed.elements == {}
+    # a loose part (beside the objects, as IPF's sample sends the SubmissionSet's) counts once
+    node = child(obj(request, SS), "Classification", id=f"{SS}-node")
+    remove(node)
+    object_list(request).append(node)
+    assert read_submission(request).objects == 18
+
+
+def test_limit_values():
+    request = minimal_request()
+    values = len(list(request.iter(ns.rim("Value"))))
+    assert read_submission(request, SubmissionLimits(max_values=values)).errors == []
+    parsed = read_submission(request, SubmissionLimits(max_values=values - 1))
+    assert [rule_of(p) for p in parsed.errors] == ["limit.values"]
+    assert f"more than {values - 1} values" in parsed.errors[0].context
+    assert "max_submission_values" in parsed.errors[0].context
+    assert parsed.over_limits and parsed.submission.documents == []
+
+
+def _set_length(request, tag: str, attribute: str | None, n: int) -> str:
+    """Give the first rim:`tag` of the DocumentEntry a value of n characters; returns the value."""
+    value = ("x" * n) if tag != "ExtrinsicObject" else "text/" + "x" * (n - 5)
+    element = obj(request, DE)
+    if tag == "ExtrinsicObject":
+        pass
+    elif tag in ("VersionInfo", "ContentVersionInfo"):
+        element = etree.SubElement(element, ns.rim(tag))
+        if tag == "VersionInfo":  # Name, Description, VersionInfo come before Classifications
+            element.getparent().remove(element)
+            child(obj(request, DE), "Name").addnext(element)
+    else:
+        element = next(element.iter(ns.rim(tag)))
+    if attribute is None:
+        element.text = value
+    else:
+        element.set(attribute, value)
+    return value
+
+
+@pytest.mark.parametrize("length", EBRIM_LENGTHS, ids=lambda length: etree.QName(length.tag).localname)
+def test_limit_length(length):
+    """Each length rim.xsd gives a part of XDS metadata: at the limit accepted, one more
+    refused with the part, the limit and its type named, the value not echoed whole."""
+    tag = etree.QName(length.tag).localname
+    request = minimal_request()
+    _set_length(request, tag, length.attribute, length.limit)
+    assert "limit.length" not in rules(request)
+
+    request = minimal_request()
+    value = _set_length(request, tag, length.attribute, length.limit + 1)
+    parsed = read_submission(request)
+    problems = [p for p in parsed.errors if rule_of(p) == "limit.length"]
+    assert len(problems) == 1, [str(p) for p in parsed.errors]
+    (problem,) = problems
+    assert problem.location == DE and problem.code == "XDSRegistryMetadataError"
+    for word in ("rim:ExtrinsicObject 'Document01'", f"{length.limit + 1} characters long",
+                 f"at most {length.limit} ({length.type} in rim.xsd)"):
+        assert word in problem.context, problem.context
+    assert len(problem.context) < 400
+    assert parsed.over_limits
+    # what was read is a copy with the value cut: no message holds a long value whole
+    if len(value) > 80:
+        assert all(value not in p.context for p in parsed.errors)
+    # the caller's request is left as it came (a repository may send it on to its registry)
+    assert value in etree.tostring(request, encoding="unicode")
+
+
+def test_limit_length_names_the_slot_of_a_value():
+    request = minimal_request()
+    add_slot(obj(request, DE), "urn:kagawa:note", "y" * 300)
+    assert_rule(request, "limit.length", DE, "a value of the slot 'urn:kagawa:note'", "300 characters")
+
+
+def test_limit_length_counts_a_value_split_by_a_comment():
+    """A value is all its text: a comment in it does not hide 10 MB behind a short first piece."""
+    request = minimal_request()
+    value = next(obj(request, DE).iter(ns.rim("Value")))
+    value.text = "2024"
+    comment = etree.Comment("x")
+    comment.tail = "1" * 300
+    value.append(comment)
+    assert_rule(request, "limit.length", DE, "304 characters long")
+
+
+def test_limit_length_in_a_part_the_reader_does_not_read():
+    """An unknown slot of an ExternalIdentifier is stored with its object: bounded too."""
+    request = minimal_request()
+    identifier = child(obj(request, DE), "ExternalIdentifier", id=f"{DE}-uid")
+    identifier.insert(0, slot("x" * 257, "1"))
+    assert_rule(request, "limit.length", DE, "the name of a slot", "257 characters")
+
+
+def test_limit_length_ten_megabytes():
+    """ITI-41 parses with huge_tree: a 10 MB slot value is refused, and not echoed."""
+    request = minimal_request()
+    add_slot(obj(request, DE), "urn:kagawa:note", "z" * 10_000_000)
+    problem = assert_rule(request, "limit.length", DE, "10000000 characters long")
+    assert len(problem.context) < 400
+    # the model holds the value cut to its limit, for whatever reports on it after the reader
+    (note,) = read_submission(request).submission.documents[0].extra_slots
+    assert note.values == ["z" * 256]
 
 
 def test_object_bad_uuid_in_a_nested_classification():

@@ -854,3 +854,68 @@ def test_replace_and_append_of_one_document_are_accepted():
 def test_has_member_of_the_factory_is_the_ebrim_type():
     assert HAS_MEMBER == "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
     assert DocumentEntryType.ON_DEMAND.value == make_submission(documents=0, on_demand=1).documents[0].object_type
+
+
+def test_submission_set_status_elsewhere_is_one_of_the_two_values():
+    """Only a HasMember from the SubmissionSet means anything by SubmissionSetStatus; on another
+    association it is kept as sent (association.submission_set_status, 32 characters), so it
+    must still be Original or Reference."""
+    submission = make_submission(documents=2)
+    target = "urn:uuid:6c2f1f0e-8f0e-4a8e-8f50-3a7d2f6c1d22"
+    submission.associations.append(association(REPLACE, "Document01", target, assoc_id="R1", status="x" * 300))
+    err = the_error(submission, "association.bad-status")
+    assert err.location == "R1" and len(err.context) < 400
+    submission.associations[-1].submission_set_status = "Original"
+    assert validate(submission) == []
+
+
+# --- what the registry's columns hold (xds.store.tables): found here, not by the database -------
+
+
+@pytest.mark.parametrize("size", [str(2**63), "9" * 256, "0" * 240 + str(2**64)])
+def test_size_beyond_64_bits(size):
+    """document_entry.size is a BIGINT: SQLite raised OverflowError, PostgreSQL 'bigint out of
+    range'."""
+    submission = make_submission()
+    submission.documents[0].size = size
+    err = the_error(submission, "limit.size")
+    assert err.location == "Document01"
+    assert f"more than {2**63 - 1}" in err.context and "64-bit" in err.context and len(err.context) < 300
+
+
+@pytest.mark.parametrize("size", [str(2**63 - 1), "0" * 200 + "1", "0"])
+def test_size_within_64_bits(size):
+    submission = make_submission()
+    submission.documents[0].size = size
+    assert validate(submission) == []
+
+
+def test_mime_type_longer_than_the_registry_stores():
+    """ebRIM allows a LongName (256); the registry's column holds 128."""
+    submission = make_submission()
+    submission.documents[0].mime_type = "application/" + "x" * 117
+    assert len(submission.documents[0].mime_type) == 129
+    err = the_error(submission, "limit.stored-length")
+    assert err.location == "Document01"
+    assert "mimeType is 129 characters long, more than the 128 this registry stores" in err.context
+    submission.documents[0].mime_type = "application/" + "x" * 116
+    assert validate(submission) == []
+
+
+@pytest.mark.parametrize("object_id, put", [
+    ("Document01", lambda s, c: setattr(s.documents[0], "class_code", c)),
+    ("Document01", lambda s, c: s.documents[0].event_codes.append(c)),
+    ("SubmissionSet01", lambda s, c: setattr(s.submission_set, "content_type_code", c)),
+    ("Folder01", lambda s, c: s.folders[0].codes.append(c)),
+])
+def test_code_longer_than_the_registry_stores(object_id, put):
+    """A code is stored as code^^^codingScheme in 512 characters: two LongNames (256 each) do
+    not fit; this was stored on SQLite and failed on PostgreSQL's varchar(512)."""
+    submission = make_submission(folder=True)
+    put(submission, Code("c" * 256, "1." + "2" * 254, "display"))
+    err = the_error(submission, "limit.stored-length")
+    assert err.location == object_id
+    assert "515 characters long, more than the 512 this registry stores" in err.context and len(err.context) < 400
+    submission = make_submission(folder=True)
+    put(submission, Code("c" * 256, "1." + "2" * 251, "display"))  # 512: fits
+    assert validate(submission) == []

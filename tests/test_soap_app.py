@@ -92,10 +92,31 @@ def test_handler_gets_request_fields_and_environ():
     assert request.header.find(f"{{{WSA}}}Action") is not None
 
 
-def test_action_from_content_type_when_no_wsa_action():
-    result = post(echo_endpoint(), envelope_text(action=None).encode(),
+def test_content_type_action_does_not_replace_wsa_action():
+    # IHE ITI TF-2 Appendix V: wsa:Action is required; WS-Addressing 1.0 SOAP Binding 6.4.
+    recorder = Recorder()
+    result = post(SoapEndpoint({PING: recorder}), envelope_text(action=None).encode(),
                   content_type=f'application/soap+xml; charset=UTF-8; action="{PING}"')
-    assert result.status == 200 and result.message.action == PING_RESPONSE
+    assert result.status == 400
+    assert result.fault_code() == ["env:Sender", "wsa:MessageAddressingHeaderRequired"]
+    assert "wsa:Action" in result.fault_reason() and "Appendix V" in result.fault_reason()
+    assert result.message.body.findtext(f".//{{{WSA}}}ProblemHeaderQName") == "wsa:Action"
+    assert result.message.action == f"{WSA}/fault"
+    assert recorder.requests == []
+
+
+def test_envelope_without_header_is_message_addressing_header_required():
+    body = f'<env:Envelope xmlns:env="{SOAP12}"><env:Body><t:Ping xmlns:t="urn:test">x</t:Ping></env:Body></env:Envelope>'
+    result = post(echo_endpoint(), body.encode())  # the Content-Type names the action
+    assert result.status == 400
+    assert result.fault_code() == ["env:Sender", "wsa:MessageAddressingHeaderRequired"]
+    assert "env:Header" in result.fault_reason()
+
+
+def test_empty_wsa_action_is_an_invalid_addressing_header():
+    result = post(echo_endpoint(), envelope_text(action="  ").encode())
+    assert result.status == 400
+    assert result.fault_code() == ["env:Sender", "wsa:InvalidAddressingHeader"]
 
 
 # -- faults the endpoint raises ---------------------------------------------------------------------
@@ -378,6 +399,45 @@ def test_mtom_request_through_build_mtom_of_the_client_side():
                                     [("a b@c", "application/pdf", b"%PDF-1.7")], action=PING)
     result = post(SoapEndpoint({PING: _document_handler}), body, content_type=content_type)
     assert result.status == 200 and result.message.body.get("size") == "8"
+
+
+# -- accepted once, although the standards refuse it (issue 15) ---------------------------------------
+
+
+def test_body_with_two_elements_is_a_sender_fault_and_nothing_runs():
+    recorder = Recorder()
+    body = '<t:Ping xmlns:t="urn:test">one</t:Ping><t:Ping xmlns:t="urn:test">two</t:Ping>'
+    result = post(SoapEndpoint({PING: recorder}), envelope_text(body=body).encode())
+    assert result.status == 400 and result.fault_code() == ["env:Sender"]
+    assert "more than one element (Ping, then Ping)" in result.fault_reason()
+    assert recorder.requests == []
+
+
+def _mtom_with_document(start: str | None, parts_after_root: list[tuple[dict[str, str], bytes]],
+                        document: str = '<xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" '
+                                        'href="cid:doc@x"/>') -> tuple[bytes, str]:
+    envelope = envelope_text(body=f'<t:Ping xmlns:t="urn:test"><t:Document>{document}</t:Document></t:Ping>')
+    body = multipart([({"Content-ID": "<root@x>", "Content-Type": "application/xop+xml"}, envelope.encode()),
+                      *parts_after_root], BOUNDARY)
+    return body, mtom_content_type(BOUNDARY, start=start)
+
+
+@pytest.mark.parametrize("start, parts, document, words", [
+    ("<elsewhere@x>", [({"Content-ID": "<doc@x>"}, b"D")], None, "start parameter names <elsewhere@x>"),
+    ("<root@x>", [({"Content-ID": "<doc@x>"}, b"D"), ({"Content-ID": "<doc@x>"}, b"E")], None,
+     "two parts of the multipart body have the Content-ID <doc@x>"),
+    ("<root@x>", [({"Content-ID": "<doc@x>"}, b"D")],
+     'RA==<xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:doc@x"/>',
+     "Document holds other content beside its xop:Include"),
+], ids=["start names no part", "duplicate Content-ID", "base64 beside xop:Include"])
+def test_broken_xop_packages_are_sender_faults_and_nothing_runs(start, parts, document, words):
+    recorder = Recorder(_document_handler)
+    body, content_type = _mtom_with_document(start, parts, *([document] if document else []))
+    result = post(SoapEndpoint({PING: recorder}), body, content_type=content_type)
+    assert result.status == 400 and result.fault_code() == ["env:Sender"]
+    assert result.content_type.startswith("multipart/related")
+    assert words in result.fault_reason()
+    assert recorder.requests == []
 
 
 # -- handler failures ------------------------------------------------------------------------------

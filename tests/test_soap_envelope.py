@@ -90,6 +90,9 @@ def test_wsa_action_wins_over_the_content_type_action():
     (f'<env:Envelope xmlns:env="{SOAP12}"><env:Body/></env:Envelope>', "empty"),
     (f'<env:Envelope xmlns:env="{SOAP12}"><env:Body><a/></env:Body><env:Header/></env:Envelope>', "after env:Body"),
     (f'<env:Envelope xmlns:env="{SOAP12}"><x/><env:Body><a/></env:Body></env:Envelope>', "env:Body"),
+    # WS-I Basic Profile 1.1 R2712 (document/literal, as every IHE WSDL): one element, not two
+    (f'<env:Envelope xmlns:env="{SOAP12}"><env:Body><a/><!-- c --><b/></env:Body></env:Envelope>',
+     "more than one element (a, then b)"),
     ("<Ping>not soap</Ping>", "not a SOAP 1.2 Envelope"),
 ])
 def test_misshapen_envelopes_are_sender_faults(xml, words):

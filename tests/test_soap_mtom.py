@@ -113,19 +113,86 @@ def test_root_part_is_the_start_part_else_the_first():
     assert root_part(parts, "<root@x>").content == b"R"
     assert root_part(parts, "root@x").content == b"R"  # start without <>
     assert root_part(parts, None).content == b"A"
-    assert root_part(parts, "<missing@x>").content == b"A"
 
 
-def test_split_of_ten_megabytes_is_fast():
-    # DESIGN.md: 1.6 ms for 10 MB with bytes.find; this guards against a regression to a
-    # per-line or email-package parser (hundreds of ms), with room for slow machines.
+def test_start_that_names_no_part_is_a_sender_fault():
+    # RFC 2387 3.2: start names the root part; the first part is the root only without start.
+    body = multipart([({**ROOT_HEADERS, "Content-ID": "<root@x>"}, document_envelope("cid:doc@x")),
+                      ({"Content-ID": "<doc@x>"}, b"D")], BOUNDARY)
+    with pytest.raises(SoapFault) as caught:
+        parse_message(mtom_content_type(BOUNDARY, start="<missing@x>"), body)
+    assert caught.value.code == "Sender" and caught.value.http_status == 400
+    assert "start parameter names <missing@x>" in caught.value.reason
+
+
+def test_duplicate_content_ids_are_a_sender_fault():
+    body = multipart([({**ROOT_HEADERS, "Content-ID": "<root@x>"}, document_envelope("cid:doc@x")),
+                      ({"Content-ID": "<doc@x>"}, b"first"), ({"Content-ID": "doc@x"}, b"second")], BOUNDARY)
+    with pytest.raises(SoapFault) as caught:
+        parse_message(mtom_content_type(BOUNDARY), body)
+    assert caught.value.code == "Sender" and "two parts" in caught.value.reason and "<doc@x>" in caught.value.reason
+
+
+@pytest.mark.parametrize("beside", [
+    "QUJD",                                  # base64 text before it
+    "<t:Other/>",                            # another element
+    "<!-- a comment -->",
+])
+def test_xop_include_with_other_content_beside_it_is_a_sender_fault(beside):
+    envelope = envelope_text(body=(f'<t:Document xmlns:t="urn:test">{beside}<xop:Include '
+                                   f'xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:doc@x"/></t:Document>'))
+    body = multipart([({**ROOT_HEADERS, "Content-ID": "<root@x>"}, envelope.encode()),
+                      ({"Content-ID": "<doc@x>"}, b"D")], BOUNDARY)
+    with pytest.raises(SoapFault) as caught:
+        parse_message(mtom_content_type(BOUNDARY), body)
+    assert caught.value.code == "Sender" and "beside its xop:Include" in caught.value.reason
+
+
+def test_xop_include_with_base64_after_it_is_refused_when_read_from_a_plain_message_too():
+    envelope = envelope_text(body=('<t:Document xmlns:t="urn:test"><xop:Include '
+                                   'xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:doc@x"/>QUJD</t:Document>'))
+    message = parse_message("application/soap+xml", envelope.encode())
+    with pytest.raises(SoapFault, match="beside its xop:Include"):
+        message.content(message.body)
+
+
+def test_xop_include_with_whitespace_around_it_is_read():
+    # Pretty-printed XOP, as the NIST toolkit's own PnrXop sample sends it.
+    envelope = envelope_text(body=('<t:Document xmlns:t="urn:test">\n    <xop:Include '
+                                   'xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:doc@x"/>\n</t:Document>'))
+    body = multipart([({**ROOT_HEADERS, "Content-ID": "<root@x>"}, envelope.encode()),
+                      ({"Content-ID": "<doc@x>"}, b"D")], BOUNDARY)
+    message = parse_message(mtom_content_type(BOUNDARY), body)
+    assert message.content(message.body) == b"D"
+
+
+def test_xop_include_to_a_missing_part_is_refused_before_any_handler():
+    body = multipart([({**ROOT_HEADERS, "Content-ID": "<root@x>"}, document_envelope("cid:other@x")),
+                      ({"Content-ID": "<doc@x>"}, b"D")], BOUNDARY)
+    with pytest.raises(SoapFault, match="not a part of the message"):
+        parse_message(mtom_content_type(BOUNDARY), body)
+
+
+def test_split_of_ten_megabytes_costs_about_a_search_and_a_copy():
+    # DESIGN.md: 1.6 ms for 10 MB with bytes.find. This guards against a regression to a
+    # per-line or email-package parser (a hundred times slower), measured against its floor in
+    # the same run - a search for the boundary and a copy of the part - so a busy machine slows
+    # both alike. The best of a few rounds of each.
     data = os.urandom(10 * 1024 * 1024)
     body = multipart([({"Content-ID": "<root>"}, b"<x/>"), ({"Content-ID": "<doc>"}, data)], BOUNDARY)
-    started = time.perf_counter()
-    parts = split_multipart(body, BOUNDARY)
-    elapsed = time.perf_counter() - started
-    assert parts[1].content == data
-    assert elapsed < 0.25, f"split took {elapsed * 1000:.0f} ms"
+
+    def best(work) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    floor = best(lambda: body[body.find(b"--" + BOUNDARY.encode(), 100):][:-100])
+    elapsed = best(lambda: split_multipart(body, BOUNDARY))
+    assert split_multipart(body, BOUNDARY)[1].content == data
+    assert elapsed < 60 * floor + 0.02, f"split took {elapsed * 1000:.1f} ms, its floor {floor * 1000:.1f} ms"
 
 
 # -- MTOM requests as other stacks send them ------------------------------------------------------

@@ -105,7 +105,10 @@ def test_a_body_cut_short_removes_what_was_spooled(tmp_path):
 def test_large_parts_go_to_locked_files_with_their_sha1(tmp_path):
     spool = Spool(tmp_path, memory_limit=1000, digest=True)
     small, large = os.urandom(500), os.urandom(5000)
-    body = multipart([({"Content-ID": "<root>"}, XOP_ENVELOPE), ({"Content-ID": "<s>"}, small),
+    envelope = envelope_text(body='<t:Docs xmlns:t="urn:test" xmlns:xop="http://www.w3.org/2004/08/xop/include">'
+                                  '<t:Doc><xop:Include href="cid:s"/></t:Doc><t:Doc><xop:Include href="cid:l"/></t:Doc>'
+                                  '</t:Docs>').encode()
+    body = multipart([({"Content-ID": "<root>"}, envelope), ({"Content-ID": "<s>"}, small),
                       ({"Content-ID": "<l>"}, large)], BOUNDARY)
     message = read_message(mtom_content_type(BOUNDARY, start="<root>"), [body], spool=spool)
     s_part, l_part = message.attachments["s"], message.attachments["l"]

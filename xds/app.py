@@ -51,6 +51,8 @@ class Server:
             sessions=db.make_sessionmaker(self.engine, write=True),
             codes=codes,
             check_patient_ids=settings.check_patient_ids,
+            max_submission_objects=settings.max_submission_objects,
+            max_submission_values=settings.max_submission_values,
         )
         # The Document Repository: registers with this server's registry in-process, or with
         # settings.registry_url. Each worker finishes what a crash left half stored first.
@@ -63,20 +65,26 @@ class Server:
             after=[functools.partial(actors.record, self.audit)] if self.audit.enabled else [])
         self.routes: dict[str, SoapEndpoint] = {e.path: self._endpoint(e) for e in ENDPOINTS.values()}
         if settings.null_endpoint:
-            self.routes["/null"] = NullEndpoint({}, max_request_size=settings.max_request_size)
+            self.routes["/null"] = NullEndpoint({}, max_request_size=settings.max_request_size,
+                                                max_envelope_nodes=settings.max_envelope_nodes)
             self.routes["/null/repository"] = repository_floor(
                 self.repository.blobs, max_request_size=settings.max_document_request_size,
-                max_envelope_size=repository_service.MAX_ENVELOPE_SIZE)
+                max_envelope_size=settings.max_document_envelope_size,
+                max_envelope_nodes=settings.max_envelope_nodes)
 
     def _endpoint(self, endpoint: Endpoint) -> SoapEndpoint:
         actions = self.dispatcher.actions(served_at(endpoint.path))
+        # Every envelope's tags and attributes are counted before it is parsed: the parsed tree's
+        # memory follows them (xds.soap.envelope.check_nodes).
         if not endpoint.documents:
-            return SoapEndpoint(actions, wsdl=endpoint.wsdl, max_request_size=self.settings.max_request_size)
+            return SoapEndpoint(actions, wsdl=endpoint.wsdl, max_request_size=self.settings.max_request_size,
+                                max_envelope_nodes=self.settings.max_envelope_nodes)
         # Streaming: MTOM parts go to the blob store's staging folder as they arrive (see
         # xds.repository.service).
         return SoapEndpoint(actions, wsdl=endpoint.wsdl, max_request_size=self.settings.max_document_request_size,
                             spool=self.repository.blobs.spool(),
-                            max_envelope_size=repository_service.MAX_ENVELOPE_SIZE, huge_tree=True)
+                            max_envelope_size=self.settings.max_document_envelope_size, huge_tree=True,
+                            max_envelope_nodes=self.settings.max_envelope_nodes)
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "") or "/"

@@ -238,11 +238,7 @@ def _run_query(request, url: str | None, settings: config.Settings):
         return post_soap(url, request, ITI_18.action, context=tls.context_for(url, settings))
     from xds.registry.query import RegistryStoredQuery
 
-    return RegistryStoredQuery(
-        sessions=_sessions(settings),
-        max_leaf_class_results=settings.max_leaf_class_results,
-        home_community_id=settings.home_community_id or None,
-    ).query(request)
+    return RegistryStoredQuery.configured(_sessions(settings), settings).query(request)
 
 
 def _table(objects) -> str:

@@ -33,19 +33,71 @@ class Settings:
     database_url: str = ""
     #: Reject submissions for patients the registry has not been told of (XDSUnknownPatientId).
     check_patient_ids: bool = True
+    #: The most registry objects one submission (ITI-42, ITI-41) may hold: its DocumentEntries,
+    #: SubmissionSet, Folders and Associations, their Classifications and ExternalIdentifiers,
+    #: and ObjectRefs; more are refused (XDSRegistryError) before any is read. A rich DocumentEntry
+    #: takes about 25 (codes, several authors, identifiers, its HasMembers), a large discharge
+    #: bundle (a long stay's summaries, reports and results) some 200 documents: 5,000, twice
+    #: over. At the limit (830 documents) registering takes 0.3 s on SQLite, 0.8 s on PostgreSQL.
+    max_submission_objects: int = 10000
+    #: The most slot values (rim:Value) one submission may hold; more are refused the same way.
+    #: About 100 for a rich DocumentEntry (authors, sourcePatientInfo): 20,000 for that bundle,
+    #: 2.5 times over. Each referenceIdList value is a row: 50,000 take 0.3 s / 1.0 s.
+    max_submission_values: int = 50000
     #: Affinity domain codes (NIST toolkit codes.xml format); empty means any code is accepted.
     codes_file: str = ""
     #: Largest request body accepted, in bytes.
-    max_request_size: int = 100 * 1024 * 1024
+    max_request_size: int = 16 * 1024 * 1024
+    # (It bounds /registry, whose requests are all SOAP envelope, held and parsed in memory: a
+    # 1,000-document ITI-42 is about 6.6 MB, so 16 MiB leaves room for verbose metadata and
+    # pretty-printing; the former 100 MB let one request take 3 GB of parsed tree.)
+    #: The most tags and attributes one SOAP envelope may hold (at /registry and /repository),
+    #: counted as its '<' and '=' characters before it is parsed: a parsed tree takes 130-240
+    #: bytes for each, whatever the bytes. A 1,000-document submission has about 300,000.
+    max_envelope_nodes: int = 500_000
+    #: Largest SOAP envelope at /repository, in bytes: the metadata, and documents sent inline
+    #: in base64 (about 3/4 of it; larger documents go as MTOM attachments, which stream to disk).
+    max_document_envelope_size: int = 64 * 1024 * 1024
     #: Seconds a submission waits for a database lock before answering XDSRegistryBusy (SQLite's
     #: write lock; on PostgreSQL any lock, as lock_timeout: a transaction left open cannot hang it).
     busy_timeout: float = 10.0
     #: The most objects a stored query (ITI-18) returns as LeafClass; a query that matches more
     #: answers XDSTooManyResults (ObjectRef answers are not limited). See README for the sizing.
     max_leaf_class_results: int = 10000
+    #: The most bytes of stored metadata XML one LeafClass answer holds; a query whose objects
+    #: hold more answers XDSTooManyResults before any XML is read. An answer is built whole in
+    #: a worker's memory, at some 3-5 times its size: this, not the count, bounds that memory.
+    max_leaf_class_bytes: int = 64 * 1024 * 1024
+    #: The most values one stored query parameter may carry (all its slots together), and all
+    #: the parameters of one query: more answer XDSStoredQueryParamNumber before any SQL runs.
+    #: 10000: a consumer may ask GetDocuments for the ids of a whole LeafClass answer.
+    max_query_parameter_values: int = 10000
+    max_query_values: int = 20000
+    #: The most terms of one stored query, each a test of every entry: the slots of the code
+    #: parameters (the AND/OR ones may have several) and the authorPerson patterns.
+    max_query_terms: int = 16
     #: This registry's home community id (urn:oid:...); when set, stored query answers carry it
     #: as the objects' home attribute.
     home_community_id: str = ""
+    #: The affinity domain: the assigning authority (an OID) of the patient ids the Document
+    #: Registry accepts. A Patient Identity Feed (ITI-44) of an id in it makes the id known to
+    #: the registry at once; empty: the feed tells the registry nothing.
+    affinity_domain: str = ""
+    #: The PIX Manager's linking rules, tried in order on every feed: "identifier" (the record's
+    #: other ids name a known patient), "demographics" (the same normalised name, birth date
+    #: and gender). Empty: ids are linked only by an administrator (`xds patients link`).
+    pix_linking_rules: str = "identifier,demographics"
+    #: Kanji that name searches and demographic linking take for one another: old/new pairs
+    #: separated by spaces. Changing it needs `xds.identity.store.rebuild_keys` (the search
+    #: keys hold the folded forms); names are stored as they were sent either way.
+    name_kanji_variants: str = (
+        "髙/高 﨑/崎 嵜/崎 齋/斎 齊/斉 邊/辺 邉/辺 濱/浜 濵/浜 澤/沢 櫻/桜 廣/広 國/国 德/徳 "
+        "眞/真 槇/槙 冨/富 嶋/島 嶌/島 瀨/瀬 桒/桑 峯/峰 舘/館 𠮷/吉 靜/静 實/実 惠/恵 榮/栄 "
+        "藏/蔵 壽/寿 淺/浅 萬/万 滿/満 禮/礼 瀧/滝 彌/弥 來/来 邨/村 條/条 增/増"
+    )
+    #: Name searches and linking take small kana for large ones (キョウコ = キヨウコ), as
+    #: systems that wrote half-width kana without small letters did. Same caveat as above.
+    name_fold_small_kana: bool = True
     #: This Document Repository's uniqueId: an OID, set as repositoryUniqueId on every document
     #: it stores and asked for in ITI-43. The default is in the OID arc 2.999 that ITU-T X.660
     #: keeps for examples: every deployment must set its own.
@@ -86,6 +138,31 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2
+    #: Threads per worker: the requests one worker works on at once. A connection gets a thread
+    #: only once its TLS handshake and request head are in (read by the worker's selector), so
+    #: idle and slow clients cost no thread until then.
+    threads: int = 16
+    #: Seconds a client has, from connecting, to finish its TLS handshake and send the whole
+    #: request head (on a kept-alive connection: from the next request's first byte); then the
+    #: connection is closed (a head begun gets 408). 0: no limit.
+    header_timeout: float = 10.0
+    #: A request body must arrive, and a response be taken, at min_body_rate bytes a second on
+    #: average after a grace of body_timeout seconds, or the connection is closed (a body cut
+    #: off is answered as ended early). min_body_rate 0: body_timeout bounds each wait for
+    #: data instead. body_timeout 0: no limit.
+    body_timeout: float = 20.0
+    min_body_rate: int = 500
+    #: Requests from one client address (IPv6: one /64) that one worker works on at once; the
+    #: address's other requests wait their turn without a thread. Connections from one address
+    #: open to one worker (waiting, served or kept alive); more are closed at once (503 over
+    #: plain HTTP). 0: no limit (behind a reverse proxy every connection has its address).
+    max_threads_per_address: int = 4
+    max_connections_per_address: int = 64
+    #: A worker is replaced after this many requests plus a random 0 to max_requests_jitter (so
+    #: that workers are not replaced together), after finishing those in hand: what its heap
+    #: grew to goes back to the system. 0: never.
+    max_requests: int = 10000
+    max_requests_jitter: int = 2000
     extra: dict = field(default_factory=dict)
 
     @property

@@ -49,7 +49,8 @@ class _File:
         return self.content.open()
 
 
-def repository_floor(blobs: BlobStore, *, max_request_size: int, max_envelope_size: int) -> SoapEndpoint:
+def repository_floor(blobs: BlobStore, *, max_request_size: int, max_envelope_size: int,
+                     max_envelope_nodes: int | None = None) -> SoapEndpoint:
     """POST /null/repository over the documents of `blobs` (see the module's text)."""
     success = registry_response([])
 
@@ -68,4 +69,4 @@ def repository_floor(blobs: BlobStore, *, max_request_size: int, max_envelope_si
     spool.digest = False
     return SoapEndpoint({ITI_41.action: provide_and_register, ITI_43.action: retrieve},
                         max_request_size=max_request_size, spool=spool,
-                        max_envelope_size=max_envelope_size, huge_tree=True)
+                        max_envelope_size=max_envelope_size, huge_tree=True, max_envelope_nodes=max_envelope_nodes)

@@ -20,8 +20,9 @@ Who checks what:
   documents and repository a retrieve names. Their location is the DocumentEntry's id or the
   document's uniqueId.
 - `xds.registry.query_params` and `xds.registry.query` (Registry Stored Query, ITI-18): the
-  request, the stored query id, the parameters and their values; the answer's limits (one
-  patient, the most LeafClass objects). Their location is the parameter's name.
+  request, the stored query id, the parameters and their values, and how many values and terms
+  a query may carry; the answer's limits (one patient, the most LeafClass objects and bytes).
+  Their location is the parameter's name.
 
 Every rule has a test in tests/test_rules_*.py; tests/test_rules_table.py checks that none is
 left without one.
@@ -241,6 +242,30 @@ _RULES = [
     Rule("association.self", METADATA,
          "Association '{id}' has '{source}' as both source and target"),
 
+    # --- bounds of a submission: what a network allows, ebRIM 3.0's lengths, what the registry
+    # stores (xds.ebrim.submission's census; xds.registry.validate for the stored columns) ----
+    Rule("limit.objects", REGISTRY_ERROR,
+         "the submission holds more than {limit} registry objects (DocumentEntries, SubmissionSets, "
+         "Folders, Associations, their Classifications and ExternalIdentifiers, ObjectRefs), the "
+         "most this registry takes in one submission (max_submission_objects); send the documents "
+         "in several submissions"),
+    Rule("limit.values", REGISTRY_ERROR,
+         "the submission's slots hold more than {limit} values, the most this registry takes in one "
+         "submission (max_submission_values); send the documents in several submissions"),
+    Rule("limit.length", METADATA,
+         "{what} '{id}': {part} is {length} characters long, and ebRIM 3.0 allows at most {limit} "
+         "({type} in rim.xsd); it begins '{start}'"),
+    Rule("limit.stored-length", METADATA,
+         "{what} '{id}': {attribute} is {length} characters long, more than the {limit} this "
+         "registry stores; it begins '{start}'"),
+    Rule("limit.size", METADATA,
+         "DocumentEntry '{id}': size {value} is more than {limit}, the largest size this registry "
+         "stores (a signed 64-bit integer of bytes)"),
+    Rule("object.bad-lid", METADATA,
+         "DocumentEntry '{id}' has lid '{value}', which begins with urn:uuid but is not a UUID "
+         "(urn:uuid:xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx); the lid of a DocumentEntry is the "
+         "entryUUID of its first version"),
+
     # --- the Document Repository (ITI-41 ITI TF-2b 3.41.4.1.3; ITI-43 3.43.4.2.3) -----------
     Rule("repository.not-provide-and-register", REPOSITORY_ERROR,
          "the SOAP body must hold an xdsb:ProvideAndRegisterDocumentSetRequest with an "
@@ -334,6 +359,29 @@ _RULES = [
          "the query matches more than {limit} objects, the most this registry returns as "
          "LeafClass; narrow the query, or ask for ObjectRef and get the objects in smaller sets "
          "(GetDocuments)"),
+    Rule("query.bad-return-composed-objects", REGISTRY_ERROR,
+         "ResponseOption returnComposedObjects '{value}' is not an xs:boolean; use true or false"),
+    Rule("query.slot-value-lists", REGISTRY_ERROR,
+         "the slot {name} holds {count} rim:ValueList elements; a Slot holds exactly one (put "
+         "every value in it, as a list ('a','b'))"),
+    Rule("query.repeated-param", PARAM_NUMBER,
+         "{query}: {param} is given in {count} slots; only the AND/OR parameters "
+         "($XDSDocumentEntryEventCodeList, $XDSDocumentEntryConfidentialityCode, $XDSFolderCodeList) "
+         "may be repeated, to AND their lists: send its values as one list ('a','b')"),
+    Rule("query.too-many-values", PARAM_NUMBER,
+         "{param} carries more than {limit} values, the most this registry takes in one parameter "
+         "(max_query_parameter_values); split the query"),
+    Rule("query.too-many-values-in-query", PARAM_NUMBER,
+         "{query} carries {count} values in all ({params}), more than the {limit} this registry "
+         "takes in one query (max_query_values); split the query"),
+    Rule("query.too-many-terms", PARAM_NUMBER,
+         "{query} asks for {count} terms (slots of code parameters and authorPerson patterns, "
+         "each a test of every entry), more than the {limit} this registry takes in one query "
+         "(max_query_terms); put codes that may be OR'ed in one list"),
+    Rule("query.answer-too-large", TOO_MANY_RESULTS,
+         "the objects the query matches hold more than {limit} bytes of metadata, the largest "
+         "LeafClass answer this registry returns (max_leaf_class_bytes); narrow the query, or ask "
+         "for ObjectRef and get the objects in smaller sets (GetDocuments)"),
     Rule("query.internal", REGISTRY_ERROR,
          "the registry could not run the query ({reason})"),
 ]

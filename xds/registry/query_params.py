@@ -12,15 +12,39 @@ The value syntax (ITI TF-2 3.18.4.1.2.3, the coding of query parameters, and the
 - a number (times, $MetadataLevel) is written without quotes: 20041224; a quoted number is
   accepted too, as many consumers send one;
 - several values are a list: ('a','b'). A list may also be spread over several rim:Value
-  elements of one slot (ebRIM limits a Value to 256 characters) and over several slots of the
-  same name; all of them are one list, OR'ed - except for the AND/OR parameters (see
-  `xds.registry.stored_query`), where each slot is an OR list and the slots are AND'ed;
+  elements of one slot (ebRIM limits a Value to 256 characters); all of them are one list,
+  OR'ed;
+- a parameter is one Slot, holding one ValueList (rim.xsd: a Slot has exactly one; ebRIM 3.0
+  gives each Slot of an object its own name). The one exception is the AND/OR parameters (see
+  `xds.registry.stored_query`): each of their slots is an OR list, and the slots are AND'ed
+  (ITI TF-2 3.18.4.1.2.3.7.1). Any other parameter in several slots is refused with
+  XDSStoredQueryParamNumber - a single-valued one as given several values, a multi-valued one
+  because two slots would have to mean AND, which its query does not define;
 - a code is 'code^^^scheme' (the form the object_code table keys codes by). The NIST XDS Toolkit and
   IPF write 'code^^scheme' (an HL7 CE with components 1 and 3); both are read, and a value
   with no code or no scheme is an error (the toolkit's test 11897/classcode_scheme_mismatch).
 
 Times are checked as HL7 DTM (YYYY[MM[DD[hh[mm[ss]]]]]) and padded with '0' to 14 characters
 (`xds.dtm.padded`), as the tables store them, so find.py compares strings.
+
+Limits (`QueryLimits`, from the settings): the work of a query must not grow without bound
+with what a client writes, so before any SQL runs a request is refused with
+XDSStoredQueryParamNumber, naming the parameter and the limit, when
+
+- one parameter carries more than `parameter_values` values (all its slots together): the
+  tokenizer stops reading at the first value past the limit;
+- the parameters of the query carry more than `values` values in all;
+- the query asks for more than `terms` terms, each a test of every candidate object against a
+  side table: each slot of a code parameter (one EXISTS on object_code; an AND/OR parameter
+  has one per slot) and each authorPerson pattern (one more LIKE per author). A list of codes
+  in one slot is one term however long: find.py looks each object's codes up in it, it does not
+  try the list value by value. What the terms cost grows faster than their number: on
+  PostgreSQL, 8 AND'ed slots took 25 ms to plan, 16 took 41 ms, 64 took 725 ms (each EXISTS is
+  a semi-join its planner orders); tried as subplans instead, 64 took 1.1 s to run over a
+  patient's 5,000 entries.
+
+Slots the query does not take are ignored (ebRS 3.0 6.3.2.1) and not parsed: they cost the XML
+parser's work only, which the envelope's size bounds.
 """
 
 from __future__ import annotations
@@ -33,7 +57,7 @@ from lxml import etree
 
 from xds import dtm
 from xds.ebrim import ns
-from xds.ebrim.slots import SLOT, slot_values
+from xds.ebrim.slots import SLOT, VALUE, VALUE_LIST, slot_values
 from xds.errors import XdsError
 from xds.model import AssociationType, AvailabilityStatus, DocumentEntryType
 from xds.registry import stored_query
@@ -52,10 +76,24 @@ ADHOC_QUERY = ns.rim("AdhocQuery")
 #: (ITI TF-2 3.18.4.1.2.3.5.1: level 1 is the default).
 METADATA_LEVEL = 1
 
+#: xs:boolean's lexical forms (returnComposedObjects), after its whitespace is collapsed.
+_BOOLEANS = ("true", "false", "1", "0")
+_XML_SPACE = " \t\r\n"
+
 _STATUSES = frozenset(s.value for s in AvailabilityStatus)
 _DOCUMENT_TYPES = frozenset(t.value for t in DocumentEntryType)
 _ASSOCIATION_TYPES = frozenset(t.value for t in AssociationType)
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one stored query may ask for (see the module's docstring); the settings
+    max_query_parameter_values, max_query_values and max_query_terms."""
+
+    parameter_values: int = 10000
+    values: int = 20000
+    terms: int = 16
 
 
 @dataclass
@@ -89,7 +127,8 @@ class _SyntaxError(ValueError):
     pass
 
 
-def read_query_request(request: etree._Element) -> tuple[QueryRequest | None, list[XdsError]]:
+def read_query_request(request: etree._Element,
+                       limits: QueryLimits = QueryLimits()) -> tuple[QueryRequest | None, list[XdsError]]:
     """The stored query call of an AdhocQueryRequest, or None and every error found in it."""
     if request.tag != ADHOC_QUERY_REQUEST:
         return None, [error("query.not-adhoc-query", found=_name(request))]
@@ -106,11 +145,21 @@ def read_query_request(request: etree._Element) -> tuple[QueryRequest | None, li
     return_type = option.get("returnType") if option is not None else None
     if return_type not in RETURN_TYPES:
         errors.append(error("query.bad-return-type", "returnType", value=return_type or "(none)"))
+    composed = option.get("returnComposedObjects") if option is not None else None
+    if composed is not None and composed.strip(_XML_SPACE) not in _BOOLEANS:
+        errors.append(error("query.bad-return-composed-objects", "returnComposedObjects", value=composed))
 
     slots: dict[str, list[list[str]]] = {}
     for slot in adhoc.iterchildren(SLOT):
-        slots.setdefault((slot.get("name") or "").strip(), []).append(slot_values(slot))
-    params, param_errors = read_parameters(query, slots)
+        name = (slot.get("name") or "").strip()
+        value_lists = [child for child in slot if child.tag == VALUE_LIST]
+        if len(value_lists) > 1:
+            # Only the first is read on: one error for the slot, not more for its values.
+            errors.append(error("query.slot-value-lists", name, name=name or "(no name)", count=len(value_lists)))
+            slots.setdefault(name, []).append([v.text or "" for v in value_lists[0] if v.tag == VALUE])
+            continue
+        slots.setdefault(name, []).append(slot_values(slot))
+    params, param_errors = read_parameters(query, slots, limits)
     errors += param_errors
     if errors:
         return None, errors
@@ -118,11 +167,14 @@ def read_query_request(request: etree._Element) -> tuple[QueryRequest | None, li
     return QueryRequest(query, return_type or LEAF_CLASS, params, home), []
 
 
-def read_parameters(query: StoredQuery, slots: dict[str, list[list[str]]]) -> tuple[dict[str, Any], list[XdsError]]:
+def read_parameters(query: StoredQuery, slots: dict[str, list[list[str]]],
+                    limits: QueryLimits = QueryLimits()) -> tuple[dict[str, Any], list[XdsError]]:
     """Typed values of the slots a query takes (name -> one list of rim:Value texts per slot);
     slots the query does not take are ignored (ebRS 3.0 6.3.2.1)."""
     params: dict[str, Any] = {}
     errors: list[XdsError] = []
+    counts: dict[str, int] = {}  # values per parameter (the limit + 1 for one past its limit)
+    terms = 0
     for parameter in query.parameters:
         given = slots.get(parameter.name)
         if given is None:
@@ -131,10 +183,27 @@ def read_parameters(query: StoredQuery, slots: dict[str, list[list[str]]]) -> tu
             elif parameter.default is not None:
                 params[parameter.name] = list(parameter.default)
             continue
+        if parameter.kind is ValueKind.CODE:
+            terms += len(given)
         try:
-            params[parameter.name] = _read(query, parameter, given)
+            tokens = _slot_tokens(query, parameter, given, limits.parameter_values)
+            counts[parameter.name] = sum(len(t) for t in tokens)
+            if parameter.kind is ValueKind.PATTERN:
+                terms += counts[parameter.name]
+            params[parameter.name] = _read(query, parameter, given, tokens)
+        except _TooManyValues:
+            counts[parameter.name] = limits.parameter_values + 1
+            errors.append(error("query.too-many-values", parameter.name, param=parameter.name,
+                                limit=limits.parameter_values))
         except XdsError as problem:
             errors.append(problem)
+    total = sum(counts.values())
+    if total > limits.values:
+        most = sorted(counts.items(), key=lambda item: -item[1])[:3]
+        errors.append(error("query.too-many-values-in-query", query=query.name, count=total, limit=limits.values,
+                            params=", ".join(f"{name} {count}" for name, count in most)))
+    if terms > limits.terms:
+        errors.append(error("query.too-many-terms", query=query.name, count=terms, limit=limits.terms))
     for group in query.one_of:
         present = [name for name in group if name in slots]
         if not present:
@@ -151,8 +220,31 @@ def read_parameters(query: StoredQuery, slots: dict[str, list[list[str]]]) -> tu
 # --- one parameter -------------------------------------------------------------------------
 
 
-def _read(query: StoredQuery, parameter: Parameter, slots: list[list[str]]) -> Any:
-    per_slot = [[_value(parameter, token) for token in _tokens(parameter, values)] for values in slots]
+class _TooManyValues(Exception):
+    pass
+
+
+def _slot_tokens(query: StoredQuery, parameter: Parameter, slots: list[list[str]], limit: int) -> list[list[_Token]]:
+    """The tokens of each slot of a parameter; _TooManyValues at the first past `limit` (the
+    rest is not read). A parameter in several slots that may not be is refused first."""
+    if len(slots) > 1 and not parameter.and_or:
+        if not parameter.multiple:
+            raise error("query.param-number", parameter.name, query=query.name, param=parameter.name,
+                        found=f"{len(slots)} slots", value="; ".join(" ".join(values) for values in slots))
+        raise error("query.repeated-param", parameter.name, query=query.name, param=parameter.name, count=len(slots))
+    per_slot: list[list[_Token]] = []
+    left = limit
+    for values in slots:
+        tokens = _tokens(parameter, values, left)
+        left -= len(tokens)
+        if left < 0:
+            raise _TooManyValues()
+        per_slot.append(tokens)
+    return per_slot
+
+
+def _read(query: StoredQuery, parameter: Parameter, slots: list[list[str]], tokens: list[list[_Token]]) -> Any:
+    per_slot = [[_value(parameter, token) for token in slot_tokens] for slot_tokens in tokens]
     if parameter.kind is ValueKind.NUMBER:
         per_slot = [[int(v) for v in values] for values in per_slot]
     if parameter.and_or:
@@ -168,12 +260,13 @@ def _read(query: StoredQuery, parameter: Parameter, slots: list[list[str]]) -> A
     return flat[0]
 
 
-def _tokens(parameter: Parameter, values: list[str]) -> list[_Token]:
+def _tokens(parameter: Parameter, values: list[str], limit: int | None = None) -> list[_Token]:
+    """The values of one slot; no more than limit + 1 of them are read."""
     # A list spread over several rim:Value elements is one list: join them. A space keeps two
     # quoted strings of adjacent Values apart (joined directly, 'a''b' would read as a'b).
     text = " ".join(values)
     try:
-        tokens = _parse(text)
+        tokens = _parse(text, limit)
     except _SyntaxError as problem:
         raise error("query.bad-value", parameter.name, param=parameter.name, value=text, reason=str(problem)) from None
     if not tokens:
@@ -181,15 +274,18 @@ def _tokens(parameter: Parameter, values: list[str]) -> list[_Token]:
     return tokens
 
 
-def _parse(text: str) -> list[_Token]:
+def _parse(text: str, limit: int | None = None) -> list[_Token]:
     """The values of a slot: quoted strings and bare numbers, alone or in parenthesized lists.
     Inside a list, values are separated by commas; between top-level values (the values of
-    several rim:Value elements are joined with spaces) a comma or a space separates."""
+    several rim:Value elements are joined with spaces) a comma or a space separates. With a
+    `limit`, reading stops at the first value past it (the limit + 1 values read are returned)."""
     tokens: list[_Token] = []
     i, n = 0, len(text)
     depth = opened = 0
     after_value = spaced = False  # a value (or list) just ended / whitespace at top level since
     while i < n:
+        if limit is not None and len(tokens) > limit:
+            return tokens
         c = text[i]
         if c.isspace():
             i += 1

@@ -12,6 +12,13 @@ Theory of operation. A submission passes three gates, each collecting every erro
 
 Errors point at the ids the submitter used (symbolic ids included); UUIDs are assigned only
 once the submission is accepted.
+
+What is stored of each object is its element as read, standing alone: taken out of the request,
+declaring only the namespaces its own elements and attributes use (an element serialized in
+place carries every declaration in scope, the SOAP envelope's included: an envelope declaring
+100,000 namespaces cost 11 s and 4 MB per object). The elements get their UUIDs, status and
+lastUpdateTime and are serialized before the write transaction begins, so the database's write
+lock is held for the checks against the registry and the inserts only.
 """
 
 from __future__ import annotations
@@ -31,7 +38,14 @@ from xds.ebrim import ns
 from xds.dtm import dtm
 from xds.ebrim.slots import set_slot
 from xds.ebrim.write import write_registry_object
-from xds.ebrim.submission import ParsedSubmission, assign_uuids, read_submission
+from xds.ebrim.submission import (
+    ParsedSubmission,
+    SubmissionLimits,
+    plan_uuids,
+    read_submission,
+    rewrite_model,
+    rewrite_xml,
+)
 from xds.errors import XdsError
 from xds.model import Association, AssociationType, AvailabilityStatus, Submission
 from xds.model.metadata import REPLACING
@@ -61,24 +75,39 @@ class DocumentRegistry:
     clock: Callable[[], datetime] = field(default=utc_now)
     #: Which patient ids are the affinity domain's (XDSUnknownPatientId for the others).
     patients: PatientDirectory = field(default_factory=PatientList)
+    #: The most registry objects, and slot values, one submission may hold (xds.config).
+    max_submission_objects: int = SubmissionLimits.max_objects
+    max_submission_values: int = SubmissionLimits.max_values
+
+    @property
+    def limits(self) -> SubmissionLimits:
+        return SubmissionLimits(self.max_submission_objects, self.max_submission_values)
+
+    def read(self, request: etree._Element) -> ParsedSubmission:
+        """Read a SubmitObjectsRequest within this registry's limits."""
+        return read_submission(request, self.limits)
 
     def register(self, request: etree._Element) -> list[XdsError]:
         """Check and store one SubmitObjectsRequest. Returns its errors and warnings;
         the submission was stored if and only if none of them is an error."""
-        return self.register_submission(read_submission(request))
+        return self.register_submission(self.read(request))
 
     def register_submission(self, parsed: ParsedSubmission) -> list[XdsError]:
-        """Check and store a submission read already (the repository's, in-process): the
-        same as register(), without reading the XML again."""
+        """Check and store a submission read already (the repository's, in-process, read with
+        this registry's limits: `read`): the same as register(), without reading the XML
+        again."""
         problems = list(parsed.errors)
+        if parsed.over_limits:
+            return problems  # refused as it was read: nothing more is worth checking
         problems += validate(parsed.submission, self.codes)
+        stored = None if any(p.is_error for p in problems) else self._prepare(parsed)
         try:
             with self.sessions.begin() as session:
                 problems += self._check_against_registry(session, parsed.submission)
-                if any(p.is_error for p in problems):
+                if stored is None or any(p.is_error for p in problems):
                     session.rollback()
                     return problems
-                self._store(session, parsed)
+                self._store(session, parsed, stored)
         except _Conflict as conflict:
             return problems + conflict.errors
         except IntegrityError as exc:
@@ -226,13 +255,32 @@ class DocumentRegistry:
 
     # --- storing ---------------------------------------------------------------------------
 
-    def _store(self, session: Session, parsed: ParsedSubmission) -> None:
+    def _prepare(self, parsed: ParsedSubmission) -> _Stored:
+        """The XML each object will be stored as, made before the write transaction: its
+        element taken out of the request (`standalone`), with UUIDs, status Approved and a
+        Folder's lastUpdateTime. The model stays as it is (errors found against the registry
+        still name the submitter's ids); the request does not (as the register step always
+        did, it rewrites the elements it stores)."""
         sub = parsed.submission
-        assign_uuids(parsed)
         now = dtm(self.clock())  # lastUpdateTime
+        elements = {oid: standalone(element) for oid, element in parsed.elements.items()}
+        mapping = plan_uuids(sub)
+        rewrite_xml(elements, sub, mapping)
+        for element in elements.values():
+            element.set("status", APPROVED)
+        for folder in sub.folders:
+            set_slot(elements[folder.id], "lastUpdateTime", now)
+        return _Stored(mapping, elements, {mapping.get(oid, oid): serialized(element)
+                                           for oid, element in elements.items()}, now)
+
+    def _store(self, session: Session, parsed: ParsedSubmission, stored: _Stored) -> None:
+        sub = parsed.submission
+        parsed.elements.clear()
+        parsed.elements.update(stored.elements)
+        rewrite_model(parsed, stored.mapping)
         for obj in sub.objects():
             obj.status = APPROVED
-            parsed.elements[obj.id].set("status", APPROVED)
+        xml = stored.xml
 
         replaced = [a.target for a in sub.associations if a.association_type in REPLACING]
         # Existing folders that receive a document change their lastUpdateTime (ITI TF-3, the
@@ -249,6 +297,7 @@ class DocumentRegistry:
                 member.status = APPROVED
                 parsed.elements[member.id] = element = write_registry_object(member)
                 element.set("objectType", ns.ASSOCIATION)  # the model keeps no objectType
+                xml[member.id] = serialized(element)
                 touched_folders.add(member.source)
             if store.deprecate(session, replaced) != len(set(replaced)):
                 # Another submission replaced one of these documents since we checked.
@@ -256,11 +305,9 @@ class DocumentRegistry:
                                        id=a.id, target=a.target)
                                  for a in sub.associations if a.association_type in REPLACING])
         for folder in sub.folders:
-            folder.last_update_time = now
-            set_slot(parsed.elements[folder.id], "lastUpdateTime", now)
+            folder.last_update_time = stored.now
         if touched_folders:
-            store.touch_folders(session, list(touched_folders), now)
-        xml = {oid: etree.tostring(el, encoding="unicode", with_tail=False) for oid, el in parsed.elements.items()}
+            store.touch_folders(session, list(touched_folders), stored.now)
         store.save_submission(session, sub, xml)
 
     def _replacement_memberships(self, session: Session, sub: Submission, replaced: list[str]) -> list[Association]:
@@ -280,6 +327,39 @@ class DocumentRegistry:
             for source, target in rows
             if getattr(sources.get(source), "kind", None) == "Folder"
         ]
+
+
+@dataclass
+class _Stored:
+    """What _prepare made for _store: the UUIDs, the objects' elements (by the submitter's
+    ids), their XML (by UUID), and the lastUpdateTime."""
+
+    mapping: dict[str, str]
+    elements: dict[str, etree._Element]
+    xml: dict[str, str]
+    now: str
+
+
+def standalone(element: etree._Element) -> etree._Element:
+    """`element`, taken out of its request, declaring only the namespaces its elements and
+    attributes use.
+
+    Taken out of its tree, an element gets from lxml (libxml2) a declaration of each namespace
+    it uses from outside, not every one in scope; cleanup_namespaces drops those declared inside
+    it and not used. Both are linear in the element's size, whatever the envelope around it
+    declares, and cost about what serializing it in place did. (A namespace named only inside
+    an attribute's value, as xsi:type="prefix:Type", would lose its declaration: ebRIM 3.0
+    objects have none.)"""
+    parent = element.getparent()
+    if parent is not None:
+        parent.remove(element)
+    element.tail = None
+    etree.cleanup_namespaces(element)
+    return element
+
+
+def serialized(element: etree._Element) -> str:
+    return etree.tostring(element, encoding="unicode", with_tail=False)
 
 
 class _Conflict(Exception):

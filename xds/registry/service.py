@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xds.config import Settings
-from xds.ebrim.submission import read_submission
 from xds.registry.query import RegistryStoredQuery
 from xds.registry.register import DocumentRegistry
 from xds.result import Result
@@ -23,13 +22,8 @@ def stored_query_for(registry: DocumentRegistry, settings: Settings | None = Non
     """The stored queries over the database `registry` writes to: read sessions on the same
     engine (on SQLite they begin DEFERRED, so a query never waits for a submission), with the
     limits of `settings` (the defaults without)."""
-    settings = settings or Settings()
     engine = registry.sessions.kw["bind"]
-    return RegistryStoredQuery(
-        sessions=db.make_sessionmaker(engine),
-        max_leaf_class_results=settings.max_leaf_class_results,
-        home_community_id=settings.home_community_id or None,
-    )
+    return RegistryStoredQuery.configured(db.make_sessionmaker(engine), settings or Settings())
 
 
 @dataclass
@@ -43,7 +37,7 @@ class RegistryService:
 
     def register_document_set(self, request: SoapRequest, caller: Caller) -> Result:
         """ITI-42: the registry's errors, and the patient and submission set it names."""
-        parsed = read_submission(request.body)
+        parsed = self.registry.read(request.body)
         errors = self.registry.register_submission(parsed)
         ss = parsed.submission.submission_set
         return Result(errors, patient_id=(ss.patient_id or "") if ss else "",

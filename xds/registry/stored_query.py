@@ -10,12 +10,13 @@ Reading the table:
 
 - `required`: the query fails with XDSStoredQueryMissingParam without it (ITI TF-2
   3.18.4.1.2.3.7, the "Opt" column R).
-- `multiple`: the parameter takes a list, written ('a','b') and/or spread over several slots of
-  the same name; the values are OR'ed (ITI TF-2 3.18.4.1.2.3). A single-valued parameter
-  given several values fails with XDSStoredQueryParamNumber.
+- `multiple`: the parameter takes a list, written ('a','b') (and may be spread over several
+  rim:Value elements of its slot); the values are OR'ed (ITI TF-2 3.18.4.1.2.3). A
+  single-valued parameter given several values fails with XDSStoredQueryParamNumber.
 - `and_or`: the AND/OR parameters of ITI TF-2 3.18.4.1.2.3.7.1 ($XDSDocumentEntryEventCodeList,
   $XDSDocumentEntryConfidentialityCode, $XDSFolderCodeList): the values of one slot are OR'ed,
-  several slots are AND'ed.
+  several slots are AND'ed. These are the only parameters that may come in several slots; any
+  other given twice fails with XDSStoredQueryParamNumber (`query_params`).
 - `one_of`: groups of which exactly one parameter must be given (the Get queries by entryUUID
   or uniqueId): none gives XDSStoredQueryMissingParam, two give XDSStoredQueryParamNumber.
 - `default`: the value a missing optional parameter stands for ($XDSDocumentEntryType: stable

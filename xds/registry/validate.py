@@ -9,7 +9,10 @@ What belongs here: the checks of ITI TF-3 that look at one submission alone (the
   4.2.3.3 SubmissionSet, 4.2.3.4 Folder);
 - the codes of the affinity domain, when a `CodeSet` is given;
 - one patient per submission;
-- the associations among the objects of the submission (ITI TF-3 4.2.2).
+- the associations among the objects of the submission (ITI TF-3 4.2.2);
+- that every value fits the registry's column it is stored in (`xds.store.tables`), where no
+  format or ebRIM length already sees to it: a value the database cannot hold is answered here,
+  the same on SQLite and PostgreSQL, never by the database.
 
 What must not be here: XML (the ebRIM structure is `xds.ebrim.submission`'s), and anything that
 needs to know what the registry already holds - duplicates in the registry, targets of
@@ -54,6 +57,7 @@ from xds.model.identifiers import OID, OID_MAX, is_oid
 from xds.model.metadata import REPLACING
 from xds.registry.codes import MIME_TYPE, CodeSet
 from xds.rules import error
+from xds.store.tables import DocumentEntryRow, ObjectCodeRow
 
 log = logging.getLogger(__name__)
 
@@ -561,6 +565,11 @@ def _check_associations(submission: Submission, codes: CodeSet | None,
     replaced: set[str] = set()
 
     for a in submission.associations:
+        from_ss = a.type == HAS_MEMBER and ss_id is not None and a.source == ss_id
+        if not from_ss and a.submission_set_status not in (None, *SUBMISSION_SET_STATUSES):
+            # only a HasMember from the SubmissionSet means anything by it (_check_has_member);
+            # elsewhere it is kept as sent, so it must still be one of the two values
+            errors.append(error("association.bad-status", a.id, id=a.id, value=a.submission_set_status[:SHOWN]))
         if not (a.type and a.source and a.target):
             continue  # reported as association.missing
         association_type = a.association_type
@@ -616,10 +625,54 @@ def _check_has_member(a: Association, ss_id: str | None, kind_of: dict[str, str]
                             source=a.source, target=a.target, ss=ss_id))
 
 
+# --- what the registry's columns hold ------------------------------------------------------------
+# Every value of a submission that reaches a column of xds.store.tables is bounded before it gets
+# there: ids are UUIDs (the reader) or assigned; uniqueIds, sourceId, repositoryUniqueId and
+# homeCommunityId by their formats (OIDs of at most 64 characters, a document uniqueId of at
+# most 128 bytes); hash, times, status, objectType and associationType by their formats or
+# vocabularies; patient ids, author persons and referenceIdList values by ebRIM's LongName (the
+# reader). What is left is checked here.
+
+#: document_entry.size is a BIGINT: a signed 64-bit integer.
+MAX_SIZE = 2**63 - 1
+#: document_entry.mime_type (ebRIM allows a LongName, 256; real MIME types are far shorter).
+MIME_TYPE_MAX = DocumentEntryRow.__table__.c.mime_type.type.length
+#: object_code.code: a coded value as code^^^codingScheme (each part a LongName of 256).
+CODE_MAX = ObjectCodeRow.__table__.c.code.type.length
+#: association.submission_set_status
+SUBMISSION_SET_STATUSES = frozenset(status.value for status in SubmissionSetStatus)
+SHOWN = 40  # how much of a long value a message shows
+
+
+def _check_stored(submission: Submission, codes: CodeSet | None, errors: list[XdsError]) -> None:
+    """Values the registry's columns could not hold (see above)."""
+    for kind, obj in _kinds(submission):
+        for attribute, values in kind.codes:
+            for code in values(obj):
+                if len(code.code) + len(code.scheme) > CODE_MAX - 3:
+                    key = code.key()
+                    errors.append(error("limit.stored-length", obj.id, what=kind.what, id=obj.id,
+                                        attribute=f"{attribute} '{code.code[:SHOWN]}' with its codingScheme "
+                                                  f"(stored as code^^^codingScheme)",
+                                        length=len(key), limit=CODE_MAX, start=key[:SHOWN]))
+    for doc in submission.documents:
+        if doc.mime_type and len(doc.mime_type) > MIME_TYPE_MAX:
+            errors.append(error("limit.stored-length", doc.id, what=DOCUMENT.what, id=doc.id,
+                                attribute="mimeType", length=len(doc.mime_type), limit=MIME_TYPE_MAX,
+                                start=doc.mime_type[:SHOWN]))
+        size = doc.size
+        if size and check_size(size) is None:
+            digits = size.lstrip("0")
+            if len(digits) > len(str(MAX_SIZE)) or (len(digits) == len(str(MAX_SIZE)) and int(digits) > MAX_SIZE):
+                shown = size if len(size) <= 2 * SHOWN else f"{size[:SHOWN]}... ({len(size)} digits)"
+                errors.append(error("limit.size", doc.id, id=doc.id, value=shown, limit=MAX_SIZE))
+
+
 _CHECKS: tuple[Callable[[Submission, CodeSet | None, list[XdsError]], None], ...] = (
     _check_objects,
     _check_documents,
     _check_unique_ids,
     _check_patients,
     _check_associations,
+    _check_stored,
 )

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lxml import etree
 
 from xds.ebrim import ns
 from xds.ebrim.slots import set_slot
-from xds.ebrim.submission import ParsedSubmission, read_submission
+from xds.ebrim.submission import ParsedSubmission, SubmissionLimits, read_submission
 from xds.errors import XdsError
 from xds.model import DocumentEntryType
 from xds.repository.blobs import BlobStore, NewDocument
@@ -56,6 +56,8 @@ class ProvideAndRegister:
     repository_unique_id: str
     blobs: BlobStore
     register: Register
+    #: How many objects and values a submission may hold (the registry's, in-process).
+    limits: SubmissionLimits = field(default_factory=SubmissionLimits)
 
     def provide(self, request: etree._Element, content_of: Callable[[etree._Element], Attachment]
                 ) -> list[XdsError]:
@@ -74,8 +76,11 @@ class ProvideAndRegister:
             found = etree.QName(request).localname if request.tag != PROVIDE_AND_REGISTER_REQUEST else \
                 "a ProvideAndRegisterDocumentSetRequest without lcm:SubmitObjectsRequest"
             return Result([error("repository.not-provide-and-register", found=found)])
-        parsed = read_submission(submit)
+        parsed = read_submission(submit, self.limits)
         ss = parsed.submission.submission_set
+        if parsed.over_limits:  # refused as it was read: no document is worth looking at
+            return Result(parsed.errors, patient_id=(ss.patient_id or "") if ss else "",
+                          submission_set_unique_id=(ss.unique_id or "") if ss else "")
         return Result(self._provide(request, parsed, content_of), patient_id=(ss.patient_id or "") if ss else "",
                       submission_set_unique_id=(ss.unique_id or "") if ss else "")
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from xds.audit.actors import audited_registration
 from xds.audit.trail import NO_AUDIT, AuditTrail
 from xds.config import Settings
+from xds.ebrim.submission import SubmissionLimits
 from xds.repository.blobs import BlobStore, FileBlobStore, Recovery
 from xds.repository.provide import ProvideAndRegister
 from xds.repository.registration import LocalRegistry, Registry, RemoteRegistry
@@ -84,7 +85,8 @@ def build(settings: Settings, registry: Registry | None = None, *,
     if settings.registry_url and audit.enabled:
         register = audited_registration(register, audit, settings.registry_url)
     return DocumentRepository(
-        provide=ProvideAndRegister(settings.repository_unique_id, blobs, register),
+        provide=ProvideAndRegister(settings.repository_unique_id, blobs, register,
+                                   SubmissionLimits(settings.max_submission_objects, settings.max_submission_values)),
         retrieve=RetrieveDocumentSet(settings.repository_unique_id, blobs, settings.home_community_id),
         blobs=blobs,
         registration=registration,

@@ -13,7 +13,12 @@ envelope part (max_envelope_size) and a chunk of look-ahead. A response's attach
 Content (a file) that is streamed in chunks by the WSGI body iterable. The request's spool files
 are discarded when the response body is closed (after it has been sent), unless the handler
 moved them away. A plain (non-MTOM) request is read whole, bounded by max_request_size and
-max_envelope_size.
+max_envelope_size. Before an envelope is parsed its tags and attributes are counted
+(max_envelope_nodes): what a parsed tree takes in memory follows them, not the bytes.
+
+A body the HTTP server cannot read (malformed chunked framing, a connection closed early, a
+read timeout) is the client's fault: a Sender fault, never an internal error. The HTTP server
+knows the connection's framing is lost and closes it after the answer (gunicorn does).
 """
 
 from __future__ import annotations
@@ -44,6 +49,16 @@ from xds.soap.fault import (
 
 log = logging.getLogger("xds.soap")
 
+try:  # the errors gunicorn raises from wsgi.input.read() when the request's framing is broken
+    from gunicorn.http.errors import NoMoreData as _CutShort
+    from gunicorn.http.errors import ParseException as _FramingError
+except ImportError:  # pragma: no cover - another WSGI server
+    class _CutShort(Exception):  # type: ignore[no-redef]
+        pass
+
+    class _FramingError(Exception):  # type: ignore[no-redef]
+        pass
+
 Handler = Callable[[SoapRequest], SoapResponse]
 
 _READ_CHUNK = 64 * 1024
@@ -55,6 +70,7 @@ _STATUS = {
     411: "411 Length Required",
     413: "413 Content Too Large",
     500: "500 Internal Server Error",
+    501: "501 Not Implemented",
 }
 
 
@@ -99,6 +115,8 @@ class SoapEndpoint:
     max_envelope_size   the largest SOAP envelope (a plain body, or an MTOM root part) in bytes
     huge_tree           parse envelopes without libxml2's 10 MB text node limit (inline base64
                         documents); only with max_envelope_size, which then bounds them
+    max_envelope_nodes  the most tags and attributes an envelope may hold, counted before it is
+                        parsed (envelope.check_nodes); None: no bound
     """
 
     def __init__(
@@ -111,6 +129,7 @@ class SoapEndpoint:
         spool: Spool | None = None,
         max_envelope_size: int | None = None,
         huge_tree: bool = False,
+        max_envelope_nodes: int | None = None,
     ) -> None:
         if huge_tree and max_envelope_size is None:
             raise ValueError("huge_tree needs a max_envelope_size to bound the envelope instead")
@@ -120,6 +139,7 @@ class SoapEndpoint:
         self.spool = spool or Spool()
         self.max_envelope_size = max_envelope_size
         self.huge_tree = huge_tree
+        self.max_envelope_nodes = max_envelope_nodes
         # Read once: a missing WSDL should fail at start-up, not on a client's first GET.
         self._wsdl = Path(wsdl).read_bytes() if wsdl is not None else None
 
@@ -159,7 +179,8 @@ class SoapEndpoint:
                     limit, hint = self.max_envelope_size, "; send documents as MTOM/XOP attachments"
                 chunks = [read_body(environ, limit, hint=hint)]
             request = read_message(content_type, chunks, environ, spool=self.spool,
-                                   max_envelope_size=self.max_envelope_size, huge_tree=self.huge_tree)
+                                   max_envelope_size=self.max_envelope_size, huge_tree=self.huge_tree,
+                                   max_envelope_nodes=self.max_envelope_nodes)
             cleanups.append(request.close)
             self._check_headers(request)
             response = self._handler(request.action)(request)
@@ -185,10 +206,22 @@ class SoapEndpoint:
                     + ", ".join(missed),
                     header_blocks=[not_understood(tag) for tag in missed],
                 )
-        if not request.action:
-            # WS-Addressing 1.0 SOAP Binding 6.4 (Message Addressing Header Required)
-            raise SoapFault("Sender", "the request has no wsa:Action header and no action parameter in its Content-Type",
+        # IHE ITI TF-2 Appendix V: requests carry WS-Addressing headers, wsa:Action always; the
+        # action parameter of the Content-Type (SOAP 1.2 Part 2 7.1.4, optional) does not
+        # replace it. WS-Addressing 1.0 SOAP Binding 6.4 (Message Addressing Header Required).
+        if request.header is None:
+            raise SoapFault("Sender", "the request has no env:Header; IHE ITI TF-2 Appendix V requires WS-Addressing "
+                                      "headers, wsa:Action at least", subcode=ns.WSA_HEADER_REQUIRED,
+                            detail=problem_header("Action"))
+        action = request.header.find(ns.WSA_ACTION)
+        if action is None:
+            raise SoapFault("Sender", "the request has no wsa:Action header (IHE ITI TF-2 Appendix V requires it; "
+                                      "the action parameter of the Content-Type does not replace it)",
                             subcode=ns.WSA_HEADER_REQUIRED, detail=problem_header("Action"))
+        if not (action.text or "").strip():
+            # WS-Addressing 1.0 SOAP Binding 6.4 (Invalid Addressing Header): [action] is an IRI.
+            raise SoapFault("Sender", "the wsa:Action header is empty", subcode=ns.WSA_INVALID_HEADER,
+                            detail=problem_header("Action"))
         if request.reply_to not in (None, ns.WSA_ANONYMOUS, ns.WSA_NONE):
             # This endpoint answers on the HTTP response only; replying there to a request that
             # asked for its reply elsewhere would lose it. WS-Addressing 1.0 SOAP Binding 6.4.1
@@ -274,8 +307,9 @@ def _asks_for_wsdl(environ: dict) -> bool:
 def body_chunks(environ: dict, limit: int, chunk_size: int = _STREAM_CHUNK) -> Iterator[bytes]:
     """The request body in chunks as it comes off the socket, never more than `limit` bytes of
     it read; the same rules as read_body (413 before reading when the Content-Length is over
-    the limit, 411 when a chunked body cannot be read to its end safely)."""
-    stream = environ.get("wsgi.input")
+    the limit, 411 when a chunked body cannot be read to its end safely, a Sender fault when
+    the body cannot be read)."""
+    stream = _Input(environ.get("wsgi.input"))
     length = _length(environ, limit)
     if length is None:
         total = 0
@@ -301,8 +335,9 @@ def read_body(environ: dict, limit: int, *, hint: str = "") -> bytes:
     one (chunked transfer coding), the body is read in chunks only if the server says its
     input stream ends with the body (wsgi.input_terminated, set by gunicorn); otherwise
     reading could block on the socket, and 411 asks the client for a length (RFC 9110 15.5.12).
+    A body the server cannot read (see _Input) is a Sender fault.
     """
-    stream = environ.get("wsgi.input")
+    stream = _Input(environ.get("wsgi.input"))
     length = _length(environ, limit, hint)
     if length is None:
         return _read_to_end(stream, limit, hint)
@@ -311,7 +346,18 @@ def read_body(environ: dict, limit: int, *, hint: str = "") -> bytes:
 
 def _length(environ: dict, limit: int, hint: str = "") -> int | None:
     """The body's length by its Content-Length (0 without a body); None when the body is to be
-    read to its end (chunked, and the server says the stream ends with the body)."""
+    read to its end (chunked, and the server says the stream ends with the body).
+
+    A transfer coding besides chunked (gzip, compress, deflate: gunicorn takes them and hands
+    the body on still coded) is refused before reading: RFC 9112 6.1 answers a coding the
+    server does not decode with 501. Codings gunicorn does not know never reach the app (its
+    own 501, see README "What the SOAP layer refuses")."""
+    coded = [coding for coding in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower().split(",")
+             if coding.strip(" \t") not in ("", "chunked", "identity")]
+    if coded:
+        raise SoapFault("Sender", f"the transfer coding {_shown(','.join(coded).strip())!r} is not supported "
+                                  "(RFC 9112 6.1): send the body as it is, with a Content-Length or chunked alone",
+                        http_status=501)
     declared = (environ.get("CONTENT_LENGTH") or "").strip()
     if declared:
         if not declared.isdigit():
@@ -325,6 +371,33 @@ def _length(environ: dict, limit: int, hint: str = "") -> int | None:
     if environ.get("HTTP_TRANSFER_ENCODING"):
         raise SoapFault("Sender", "send a Content-Length with the request", http_status=411)
     return 0
+
+
+class _Input:
+    """wsgi.input whose read errors are the client's: a chunked body the HTTP server cannot
+    decode (gunicorn: InvalidChunkSize, ChunkMissingTerminator, InvalidChunkExtension, a bad
+    trailer), a connection closed in mid-body (gunicorn's NoMoreData is an OSError), a read
+    that timed out or was reset. Each becomes a Sender fault (HTTP 400) that says what broke."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def read(self, size: int) -> bytes:
+        try:
+            return self._stream.read(size)
+        except _CutShort:
+            raise SoapFault("Sender", "the connection closed before the request body ended (a chunked body "
+                                      "without its last chunk)") from None
+        except _FramingError as exc:
+            raise SoapFault("Sender", "the request body's chunked transfer coding is malformed (RFC 9112 7.1): "
+                                      + _shown(str(exc))) from None
+        except OSError as exc:
+            raise SoapFault("Sender", "the request body could not be read to its end (the connection closed, "
+                                      f"or the read timed out): {_shown(str(exc)) or type(exc).__name__}") from None
+
+
+def _shown(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _too_large(limit: int, hint: str = "") -> SoapFault:

@@ -128,6 +128,7 @@ class MultipartParser:
         self._buffer = bytearray(b"\n")
         self._state = "preamble"
         self._parts: list[Attachment] = []
+        self._content_ids: set[str] = set()
         self._writer: PartWriter | None = None
         self._decoder: _Decoder | None = None
 
@@ -214,6 +215,13 @@ class MultipartParser:
         del buffer[:end]
         raw_id = headers.get("content-id")
         content_id = normalize_content_id(raw_id) if raw_id is not None else None
+        if content_id is not None:
+            # A cid: URL names one part (RFC 2392); with two, which one an xop:Include means
+            # is anyone's guess. Refused at the second part's headers, before its content.
+            if content_id in self._content_ids:
+                raise SoapFault("Sender", "two parts of the multipart body have the Content-ID "
+                                          f"<{_shown(content_id)}>; each part needs a Content-ID of its own (RFC 2392)")
+            self._content_ids.add(content_id)
         is_root = (content_id == self.root_id) if self.root_id else not self._parts
         self._writer = self.spool.writer(headers, content_id=content_id, in_memory=is_root,
                                          limit=self.max_root_size if is_root else None)
@@ -344,9 +352,9 @@ def _decoder(encoding: str, writer: PartWriter) -> _Decoder:
 
 
 def root_part(parts: list, start: str | None):
-    """RFC 2387 3.2: the root is the part whose Content-ID is the `start` parameter, else the
-    first part. A `start` that names no part falls back to the first part too: proxies are
-    known to rewrite Content-IDs, and the root must parse as a SOAP envelope anyway."""
+    """RFC 2387 3.2: the root is the part whose Content-ID is the `start` parameter, else (no
+    `start`) the first part. A `start` that names no part is a broken package: refused, not
+    guessed at (the first part could be a document as well as the envelope)."""
     if not parts:
         raise SoapFault("Sender", "multipart body without any part")
     if start:
@@ -354,7 +362,15 @@ def root_part(parts: list, start: str | None):
         for part in parts:
             if part.content_id == wanted:
                 return part
+        raise SoapFault("Sender", f"the multipart/related start parameter names <{_shown(wanted)}>, but no part has "
+                                  "that Content-ID (RFC 2387 3.2); name the SOAP envelope's part, or leave start out "
+                                  "and send the envelope first")
     return parts[0]
+
+
+def _shown(value: str, limit: int = 100) -> str:
+    """A value from the request, cut to a length fit for a fault's reason."""
+    return value if len(value) <= limit else value[:limit] + "..."
 
 
 # -- building -----------------------------------------------------------------------------------

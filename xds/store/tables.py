@@ -22,7 +22,8 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, SmallInteger, String, Text, func
+from sqlalchemy import (BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, SmallInteger, String, Text,
+                        UniqueConstraint, func)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from xds import dtm
@@ -299,3 +300,126 @@ class AuditChainRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- Patient identity: PIX Manager and PDQ Supplier (ITI-44/45/47) --------------------------
+#
+# xds.identity says how these are used. A patient is one id of one assigning authority with the
+# demographics its source last sent (kept whole, as JSON, beside the columns and keys searches
+# need); a person is a cross-reference, the set of patients linked as one human being. Search
+# keys are normalised copies (NFKC, case folded, kana folded, kanji variants folded), so that a
+# PDQ by name is one index range scan however the name was typed.
+
+#: Surrogate keys: BIGINT on PostgreSQL, INTEGER (the rowid) on SQLite so that it autoincrements.
+_SERIAL = BigInteger().with_variant(Integer, "sqlite")
+#: Search keys compare in code point order on both databases (prefix searches are ranges):
+#: SQLite's default BINARY collation does; PostgreSQL needs "C" whatever the database's default.
+_KEY = String(TEXT_KEY).with_variant(String(TEXT_KEY, collation="C"), "postgresql")
+
+
+class IdentityPersonRow(Base):
+    """A person: the cross-reference its patients (ids) belong to."""
+
+    __tablename__ = "identity_person"
+
+    id: Mapped[int] = mapped_column(_SERIAL, primary_key=True, autoincrement=True)
+    #: Counts changes of the set of linked ids (an ITI-46 notification per change, later).
+    revision: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IdentityPatientRow(Base):
+    """One patient id (root = assigning authority OID, extension) and its current record."""
+
+    __tablename__ = "identity_patient"
+
+    pk: Mapped[int] = mapped_column(_SERIAL, primary_key=True, autoincrement=True)
+    root: Mapped[str] = mapped_column(String(OID))
+    extension: Mapped[str] = mapped_column(String(PATIENT))
+    person_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    #: "active", or "retired" once merged into another id (ITI-44 duplicates resolved).
+    status: Mapped[str] = mapped_column(String(16))
+    #: The surviving patient of a retired one (always the final survivor: chains are flattened).
+    merged_into: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    #: Why it is in its person: "new", "identifier", "demographics", "manual" (an
+    #: administrator's link or unlink: never undone by a feed), "merge".
+    link: Mapped[str] = mapped_column(String(16))
+    #: The number of its latest identity_revision.
+    revision: Mapped[int] = mapped_column(Integer)
+    #: AdministrativeGender as sent (M, F, UN ...).
+    gender: Mapped[str | None] = mapped_column(String(8))
+    #: The birth time's digits up to the day (YYYYMMDD, or fewer at a coarser precision).
+    birth_date: Mapped[str | None] = mapped_column(String(8))
+    sender: Mapped[str | None] = mapped_column(String(OID))
+    #: The PatientRecord as last fed, JSON (xds.identity.records), every string as sent.
+    record: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("root", "extension"),
+        # PDQ by birth date (and gender); demographic linking narrows by it too.
+        Index("ix_identity_patient_birth", "birth_date", "gender"),
+    )
+
+
+class IdentityKeyRow(Base):
+    """A normalised search value of a patient: kind "family", "given", "name" (family and
+    given together, and for alphabetic names also given then family), "mmn_family",
+    "mmn_given", "mmn_name" (mother's maiden name), "street", "city", "state", "postal",
+    "country", "telecom". `seq` groups the keys of one name or one address."""
+
+    __tablename__ = "identity_key"
+
+    patient_pk: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(_KEY, primary_key=True)
+
+    __table_args__ = (
+        # PDQ: "which patients have this (prefix of a) family name", one range scan; with seq
+        # it covers the join to the other parts of the same name (family and given together).
+        Index("ix_identity_key_key", "kind", "key", "patient_pk", "seq"),
+    )
+
+
+class IdentityOtherIdRow(Base):
+    """An id the patient's source says the same person has elsewhere (asOtherIDs): evidence
+    for the identifier linking rule, in both directions."""
+
+    __tablename__ = "identity_other_id"
+
+    patient_pk: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[str] = mapped_column(String(OID), primary_key=True)
+    extension: Mapped[str] = mapped_column(String(PATIENT), primary_key=True)
+
+    __table_args__ = (Index("ix_identity_other_id_id", "root", "extension", "patient_pk"),)
+
+
+class IdentityRevisionRow(Base):
+    """The history of a patient: every record fed (add, revise, merge) and every change of its
+    person (link, unlink, retire)."""
+
+    __tablename__ = "identity_revision"
+
+    patient_pk: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    action: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    sender: Mapped[str | None] = mapped_column(String(OID))
+    #: The record as fed (JSON); None when only the links changed.
+    record: Mapped[str | None] = mapped_column(Text)
+
+
+class IdentityCandidateRow(Base):
+    """A possible link the rules would not make alone, for an administrator to decide:
+    patient_pk (the one fed) may be the same person as other_pk."""
+
+    __tablename__ = "identity_candidate"
+
+    patient_pk: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    other_pk: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False, index=True)
+    #: "demographics-ambiguous", "demographics-partial", "identifier-conflict", "same-domain".
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,287 @@
+"""Patient Demographics Query (ITI-47, ITI TF-2b 3.47.4.1.2): find patients by demographics.
+
+    search(session, PdqQuery(...), policy, offset=0, count=None) -> PdqPage
+
+What a query matches (every parameter given must match: they are ANDed; the repetitions of one
+parameter are ORed):
+
+| parameter | matches a patient when |
+| --- | --- |
+| livingSubjectName (`names`) | one of its names has every family part and every given part of the query name (normalised: xds.identity.names, so a kanji query finds the IDE name, a kana query the SYL name, whatever the width or kana kind); a query name with text only (no parts) matches the whole name (family then given, or for an alphabetic name given then family; spaces do not count) or the family name alone. Exact, unless the name's use has SRCH: then each part is a prefix ("If the sender needs to indicate that the name parts specified are not limited to an exact match, the use attribute should be set to SRCH") |
+| livingSubjectBirthTime (`birth_time`, or `birth_time_low` / `_high`) | its birth time begins with the query's digits, to the day (1971 matches 19710101); or lies between the bounds, each inclusive at its precision |
+| livingSubjectAdministrativeGender (`gender`) | same code |
+| patientAddress (`addresses`) | one of its addresses has every part the query address has (street lines, city, state, postal code, country; normalised, exact) |
+| livingSubjectId (`ids`) | it is one of these ids |
+| mothersMaidenName | its mother's maiden name matches as a name does |
+| patientTelecom (`telecoms`) | one of its telecoms is one of these (scheme kept, separators and spaces ignored) |
+| otherIDsScopingOrganization (`scoping_organizations`) | (not a filter) each match carries its person's ids in these domains, and names the domains it has none in |
+
+Each match is one patient record (an id and its demographics, as its source fed it), with the
+other ids of its person. Retired (merged) ids are never found. Score: 100 when every name part
+matched whole, 80 when some matched only as a prefix (SRCH); matches come by score, then in the
+order the patients were first fed, so that pages (offset, count) are stable for the continuation
+protocol (QUQI_IN000003UV01_Continue: call again with the next offset).
+
+Speed: every parameter is an indexed column or search key (identity_key), so a query by family
+name is one index range scan of ix_identity_key_key, whatever else it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import (ColumnElement, CompoundSelect, Select, and_, distinct, except_, func, intersect, literal,
+                        select, tuple_, union)
+from sqlalchemy import Table
+from sqlalchemy.orm import Session
+
+from xds.identity import records
+from xds.identity.errors import IdentityError
+from xds.identity.names import (FAMILY, GIVEN, MMN_FAMILY, MMN_GIVEN, MMN_NAME, NAME, TELECOM, Normaliser,
+                                birth_date, prefix_upper)
+from xds.identity.policy import IdentityPolicy
+from xds.identity.store import ACTIVE
+from xds.model.person import Address, Identifier, PatientRecord, PersonName
+from xds.store.tables import IdentityKeyRow, IdentityPatientRow
+
+#: The use code that allows more than exact matching of a name (EntityNameUse SRCH).
+SEARCH_USE = "SRCH"
+EXACT_SCORE, PREFIX_SCORE = 100, 80
+
+
+@dataclass
+class PdqQuery:
+    names: list[PersonName] = field(default_factory=list)
+    #: livingSubjectBirthTime: a value (TS at any precision), or bounds (IVL_TS low / high,
+    #: inclusive at their precision: high 1980 takes all of 1980).
+    birth_time: str | None = None
+    birth_time_low: str | None = None
+    birth_time_high: str | None = None
+    gender: str | None = None
+    addresses: list[Address] = field(default_factory=list)
+    ids: list[Identifier] = field(default_factory=list)
+    mothers_maiden_name: PersonName | None = None
+    telecoms: list[str] = field(default_factory=list)
+    scoping_organizations: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PdqMatch:
+    patient: Identifier
+    record: PatientRecord
+    score: int
+    #: The person's other active ids (only those in the scoping organizations when some are
+    #: requested), and the requested domains it has no id in (the service writes a nullFlavor).
+    other_ids: list[Identifier]
+    missing_domains: list[str]
+    person_id: int
+
+
+@dataclass
+class PdqPage:
+    #: How many patients match in all (resultTotalQuantity); `matches` are those from `offset`.
+    total: int
+    offset: int
+    matches: list[PdqMatch]
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.offset - len(self.matches))
+
+
+# A requirement on one search key: (kinds, key, prefix?).
+_Req = tuple[tuple[str, ...], str, bool]
+
+
+def search(session: Session, query: PdqQuery, policy: IdentityPolicy, offset: int = 0,
+           count: int | None = None) -> PdqPage:
+    """The matches from `offset`, at most `count` of them (all when None)."""
+    n = policy.normaliser
+    exact = _candidates(query, n, prefix=False)
+    if exact is None:
+        raise IdentityError("no-parameters", "the query has no parameter to match on")
+    tiers = [(EXACT_SCORE, exact)]
+    if _has_search_names(query):
+        fuzzy = _candidates(query, n, prefix=True)
+        assert fuzzy is not None
+        rest = except_(fuzzy.pks, exact.pks).subquery()
+        pk = list(rest.c)[0]
+        tiers.append((PREFIX_SCORE, _Matching(select(pk), select(func.count()).select_from(rest),
+                                              select(pk).order_by(pk))))
+    found: list[tuple[int, int]] = []  # (pk, score)
+    total, skip = 0, offset
+    for score, matching in tiers:
+        size = session.scalar(matching.count) or 0
+        total += size
+        want = None if count is None else count - len(found)
+        if skip >= size or want == 0:
+            skip = max(0, skip - size)
+            continue
+        statement = matching.page.offset(skip)
+        if want is not None:
+            statement = statement.limit(want)
+        found += [(value, score) for value in session.scalars(statement)]
+        skip = 0
+    return PdqPage(total, offset, _matches(session, found, query))
+
+
+@dataclass
+class _Matching:
+    """The patients a query matches: their pks (a patient may come more than once), how many
+    they are, and the pks each once in pk order (the caller adds offset and limit)."""
+
+    pks: Select
+    count: Select
+    page: Select
+
+
+def _candidates(query: PdqQuery, n: Normaliser, *, prefix: bool) -> _Matching | None:
+    """None when the query asks nothing.
+
+    Retired patients have no search keys, so a query on keys alone (names, addresses,
+    telecoms: the common case) is answered from ix_identity_key_key without visiting a patient
+    row; one on a single name part in one index range is then counted and paged straight from
+    that index (GROUP BY patient_pk in its order: a page of 100 of 130,000 "佐藤" in 0.1 ms).
+    The others check the patient's columns."""
+    P = IdentityPatientRow
+    keys, columns = _conditions(query, n, prefix=prefix)
+    if not keys and not columns:
+        return None
+    if len(keys) == 1 and not columns and not isinstance(keys[0], CompoundSelect):
+        only = keys[0]
+        pk = only.selected_columns[0]
+        return _Matching(only, only.with_only_columns(func.count(distinct(pk))), only.group_by(pk).order_by(pk))
+    if keys and not columns:
+        matched = keys[0] if len(keys) == 1 else intersect(*keys)
+        return _Matching(matched, select(func.count()).select_from(matched.subquery()),
+                         select(P.pk).where(P.pk.in_(matched)).order_by(P.pk))
+    if keys:
+        columns.append(P.pk.in_(keys[0] if len(keys) == 1 else intersect(*keys)))
+    where = and_(P.status == ACTIVE, *columns)
+    return _Matching(select(P.pk).where(where), select(func.count()).select_from(P).where(where),
+                     select(P.pk).where(where).order_by(P.pk))
+
+
+def _has_search_names(query: PdqQuery) -> bool:
+    names = [*query.names, *([query.mothers_maiden_name] if query.mothers_maiden_name else [])]
+    return any(SEARCH_USE in name.uses for name in names)
+
+
+def _conditions(query: PdqQuery, n: Normaliser, *, prefix: bool) -> tuple[list[Select], list[ColumnElement[bool]]]:
+    """The query as selects of patient pks from identity_key (all must hold) and conditions
+    on identity_patient's columns. `prefix`: match SRCH names by prefix (else exactly)."""
+    P = IdentityPatientRow
+    keys: list[Select] = []
+    conditions: list[ColumnElement[bool]] = []
+
+    def any_group(groups: list[list[_Req]]) -> None:
+        selects = [_group(reqs) for reqs in groups if reqs]
+        if not selects:
+            conditions.append(literal(False))
+        else:
+            keys.append(selects[0] if len(selects) == 1 else union(*selects))
+
+    if query.names:
+        groups = [_name_requirements(name, n, FAMILY, GIVEN, NAME, prefix) for name in query.names]
+        any_group(groups)
+    if query.mothers_maiden_name is not None:
+        groups = [_name_requirements(query.mothers_maiden_name, n, MMN_FAMILY, MMN_GIVEN, MMN_NAME, prefix)]
+        any_group(groups)
+    if query.birth_time:
+        date = birth_date(query.birth_time)
+        if date is None:
+            conditions.append(literal(False))
+        elif len(date) == 8:
+            conditions.append(P.birth_date == date)
+        else:
+            conditions.append(and_(P.birth_date >= date, P.birth_date < prefix_upper(date)))
+    if query.birth_time_low or query.birth_time_high:
+        low, high = birth_date(query.birth_time_low), birth_date(query.birth_time_high)
+        if low:
+            conditions.append(P.birth_date >= low)
+        if high:
+            conditions.append(P.birth_date < prefix_upper(high))
+        if not low and not high:
+            conditions.append(literal(False))
+    if query.gender:
+        conditions.append(P.gender == query.gender)
+    if query.addresses:
+        groups = [[((kind,), key, False) for kind, keys in n.address_parts(address) for key in keys]
+                  for address in query.addresses]
+        any_group(groups)
+    if query.ids:
+        conditions.append(tuple_(P.root, P.extension).in_([(i.root, i.extension) for i in query.ids]))
+    if query.telecoms:
+        telecoms = sorted({k for k in (n.telecom_key(t) for t in query.telecoms) if k})
+        any_group([[((TELECOM,), key, False)] for key in telecoms])
+    return keys, conditions
+
+
+def _name_requirements(name: PersonName, n: Normaliser, family: str, given: str, whole: str,
+                       prefix: bool) -> list[_Req]:
+    """What one query name requires of one name of a patient (all at one seq)."""
+    prefix = prefix and SEARCH_USE in name.uses
+    reqs: list[_Req] = [((family,), k, prefix) for k in (n.key(p) for p in name.family)]
+    reqs += [((given,), k, prefix) for k in (n.key(p) for p in name.given)]
+    if not name.family and not name.given and name.text:
+        tokens = name.text.split()
+        kinds = (family, whole) if len(tokens) == 1 else (whole,)
+        reqs.append((kinds, n.key(name.text), prefix))
+    if any(not key for _, key, _ in reqs):
+        return []  # a part with nothing left after normalising (punctuation only) matches nothing
+    return reqs
+
+
+_KEYS: Table = IdentityKeyRow.__table__  # type: ignore[assignment]
+
+
+def _group(reqs: list[_Req]) -> Select:
+    # Core aliases, not ORM ones: building the statement is a good part of a query's time.
+    # Joins rather than EXISTS: the database then starts from whichever part is rarer.
+    first = _KEYS.alias("k0")
+    joined = first
+    conditions = [_match(first.c, reqs[0])]
+    for number, req in enumerate(reqs[1:], 1):
+        other = _KEYS.alias(f"k{number}")
+        joined = joined.join(other, and_(other.c.patient_pk == first.c.patient_pk, other.c.seq == first.c.seq))
+        conditions.append(_match(other.c, req))
+    return select(first.c.patient_pk).select_from(joined).where(*conditions)
+
+
+def _match(k, req: _Req) -> ColumnElement[bool]:
+    kinds, key, prefix = req
+    kind = k.kind == kinds[0] if len(kinds) == 1 else k.kind.in_(kinds)
+    if not prefix:
+        return and_(kind, k.key == key)
+    upper = prefix_upper(key)
+    bound = k.key >= key if upper is None else and_(k.key >= key, k.key < upper)
+    return and_(kind, bound)
+
+
+def _matches(session: Session, found: list[tuple[int, int]], query: PdqQuery) -> list[PdqMatch]:
+    if not found:
+        return []
+    P = IdentityPatientRow
+    # Plain rows, not ORM objects: a page of 100 is read in about a millisecond.
+    rows = {r.pk: r for r in session.execute(select(P.pk, P.root, P.extension, P.person_id, P.record)
+                                             .where(P.pk.in_([pk for pk, _ in found])))}
+    persons = sorted({r.person_id for r in rows.values()})
+    members: dict[int, list[tuple[int, Identifier]]] = {}
+    for m in session.execute(select(P.pk, P.root, P.extension, P.person_id)
+                             .where(P.person_id.in_(persons), P.status == ACTIVE).order_by(P.pk)):
+        members.setdefault(m.person_id, []).append((m.pk, Identifier(m.root, m.extension)))
+    wanted = list(dict.fromkeys(query.scoping_organizations))
+    matches = []
+    for pk, score in found:
+        row = rows[pk]
+        others = [i for member, i in members.get(row.person_id, []) if member != pk]
+        if wanted:
+            # The patient's own id counts for its own domain.
+            have = {i.root for i in others} | {row.root}
+            others = [i for i in others if i.root in wanted]
+            missing = [d for d in wanted if d not in have]
+        else:
+            missing = []
+        matches.append(PdqMatch(Identifier(row.root, row.extension), records.from_json(row.record), score, others,
+                                missing, row.person_id))
+    return matches

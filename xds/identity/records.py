@@ -1,0 +1,89 @@
+"""A PatientRecord as JSON, the form it is stored in (identity_patient.record and every
+identity_revision): every field, every string exactly as sent (ensure_ascii=False keeps
+characters outside the BMP as they are; JSON is stable across Python versions)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from xds.model.person import Address, Identifier, PatientRecord, PersonName, Telecom
+
+
+def _name(name: PersonName | None) -> dict[str, Any] | None:
+    if name is None:
+        return None
+    return {"family": list(name.family), "given": list(name.given), "prefix": list(name.prefix),
+            "suffix": list(name.suffix), "uses": list(name.uses), "text": name.text}
+
+
+def _name_from(data: dict[str, Any] | None) -> PersonName | None:
+    if data is None:
+        return None
+    return PersonName(family=tuple(data.get("family", ())), given=tuple(data.get("given", ())),
+                      prefix=tuple(data.get("prefix", ())), suffix=tuple(data.get("suffix", ())),
+                      uses=tuple(data.get("uses", ())), text=data.get("text", ""))
+
+
+def _ids(ids: list[Identifier]) -> list[list[str]]:
+    return [[i.root, i.extension] for i in ids]
+
+
+def _ids_from(data: list) -> list[Identifier]:
+    return [Identifier(root, extension) for root, extension in data]
+
+
+def to_json(record: PatientRecord) -> str:
+    data = {
+        "ids": _ids(record.ids),
+        "other_ids": _ids(record.other_ids),
+        "names": [_name(n) for n in record.names],
+        "gender": record.gender,
+        "birth_time": record.birth_time,
+        "addresses": [
+            {"street_lines": list(a.street_lines), "city": a.city, "state": a.state,
+             "postal_code": a.postal_code, "country": a.country, "uses": list(a.uses)}
+            for a in record.addresses
+        ],
+        "telecoms": [{"value": t.value, "uses": list(t.uses)} for t in record.telecoms],
+        "mothers_maiden_name": _name(record.mothers_maiden_name),
+        "multiple_birth": record.multiple_birth,
+        "multiple_birth_order": record.multiple_birth_order,
+        "deceased": record.deceased,
+        "deceased_time": record.deceased_time,
+        "provider_organization": record.provider_organization,
+        "sender": record.sender,
+    }
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def from_json(text: str) -> PatientRecord:
+    data = json.loads(text)
+    return PatientRecord(
+        ids=_ids_from(data.get("ids", [])),
+        other_ids=_ids_from(data.get("other_ids", [])),
+        names=[_name_from(n) for n in data.get("names", [])],  # type: ignore[misc]
+        gender=data.get("gender"),
+        birth_time=data.get("birth_time"),
+        addresses=[
+            Address(street_lines=tuple(a.get("street_lines", ())), city=a.get("city", ""),
+                    state=a.get("state", ""), postal_code=a.get("postal_code", ""),
+                    country=a.get("country", ""), uses=tuple(a.get("uses", ())))
+            for a in data.get("addresses", [])
+        ],
+        telecoms=[Telecom(t["value"], tuple(t.get("uses", ()))) for t in data.get("telecoms", [])],
+        mothers_maiden_name=_name_from(data.get("mothers_maiden_name")),
+        multiple_birth=data.get("multiple_birth"),
+        multiple_birth_order=data.get("multiple_birth_order"),
+        deceased=data.get("deceased"),
+        deceased_time=data.get("deceased_time"),
+        provider_organization=data.get("provider_organization"),
+        sender=data.get("sender"),
+    )
+
+
+def has_demographics(record: PatientRecord) -> bool:
+    """Whether a record says anything about the patient beyond its ids."""
+    return bool(record.names or record.gender or record.birth_time or record.addresses
+                or record.telecoms or record.mothers_maiden_name or record.multiple_birth is not None
+                or record.deceased is not None or record.other_ids)
