@@ -67,7 +67,7 @@ from xds.hl7v3.datatypes import (
 from xds.hl7v3.details import AcknowledgementDetail, error, warning
 from xds.hl7v3.ns import ADMINISTRATIVE_GENDER, INTERACTION_ROOT, XSI, is_oid, new_message_id, root_element, sub
 from xds.hl7v3.patient import GENDERS, read_patient, write_patient, xsi_type_of
-from xds.hl7v3.pix import read_query_priority
+from xds.hl7v3.pix import read_query_by_parameter
 from xds.hl7v3.wrapper import (
     Acknowledgement,
     MessageHeader,
@@ -169,25 +169,15 @@ def _match_criteria(query: etree._Element, result: PdqQuery, problems: Problems)
 
 
 def read_pdq_query(message: etree._Element) -> PdqQuery:
-    problems: Problems = []
-    if not check_root(message, QUERY, problems):
-        return PdqQuery(problems=problems)
-    result = PdqQuery(header=read_header(message, problems), problems=problems)
-    control = read_control_act(message, "PRPA_TE201305UV02", problems)
-    if control is None:
-        return result
-    query = child(control, "queryByParameter")
+    result = PdqQuery(problems=[])
+    problems = result.problems
+    query = read_query_by_parameter(message, QUERY, "PRPA_TE201305UV02", result,
+                                    query_id_for=" (needed to continue it)")
     if query is None:
-        problems.append(error("SYN100", "the query has no queryByParameter", f"{location(control)}/queryByParameter"))
         return result
     at = location(query)
-    result.query_id = read_ii(child(query, "queryId"))
-    if result.query_id is None:
-        problems.append(error("SYN105", "the query has no queryId (needed to continue it)", f"{at}/queryId"))
-    check_code(child(query, "statusCode"), "new", problems, "queryByParameter statusCode", where=f"{at}/statusCode")
     check_code(child(query, "responseModalityCode"), "R", problems, "responseModalityCode",
                where=f"{at}/responseModalityCode")
-    read_query_priority(query, problems)
     quantity = child(query, "initialQuantity")
     result.initial_quantity = read_int(quantity, problems, "initialQuantity")
     if result.initial_quantity is not None and result.initial_quantity < 1:

@@ -75,24 +75,37 @@ def read_query_priority(query: etree._Element, problems: Problems) -> None:
         check_code(priority, "I", problems, "responsePriorityCode", where=f"{location(query)}/responsePriorityCode")
 
 
-def read_pix_query(message: etree._Element) -> PixQuery:
-    problems: Problems = []
-    if not check_root(message, QUERY, problems):
-        return PixQuery(problems=problems)
-    result = PixQuery(header=read_header(message, problems), problems=problems)
-    control = read_control_act(message, "PRPA_TE201309UV02", problems)
+def read_query_by_parameter(message: etree._Element, root: str, trigger: str, result, *,
+                            query_id_for: str = "") -> etree._Element | None:
+    """The queryByParameter of a query message (PIX or PDQ), with its header, queryId,
+    statusCode and priority read into `result` (its header, query_id and problems); None,
+    with the problems saying why, when the message holds none."""
+    problems: Problems = result.problems
+    if not check_root(message, root, problems):
+        return None
+    result.header = read_header(message, problems)
+    control = read_control_act(message, trigger, problems)
     if control is None:
-        return result
+        return None
     query = child(control, "queryByParameter")
     if query is None:
         problems.append(error("SYN100", "the query has no queryByParameter", f"{location(control)}/queryByParameter"))
-        return result
+        return None
+    at = location(query)
     result.query_id = read_ii(child(query, "queryId"))
     if result.query_id is None:
-        problems.append(error("SYN105", "the query has no queryId", f"{location(query)}/queryId"))
-    check_code(child(query, "statusCode"), "new", problems, "queryByParameter statusCode",
-               where=f"{location(query)}/statusCode")
+        problems.append(error("SYN105", "the query has no queryId" + query_id_for, f"{at}/queryId"))
+    check_code(child(query, "statusCode"), "new", problems, "queryByParameter statusCode", where=f"{at}/statusCode")
     read_query_priority(query, problems)
+    return query
+
+
+def read_pix_query(message: etree._Element) -> PixQuery:
+    result = PixQuery(problems=[])
+    problems = result.problems
+    query = read_query_by_parameter(message, QUERY, "PRPA_TE201309UV02", result)
+    if query is None:
+        return result
     parameters = child(query, "parameterList")
     if parameters is None:
         problems.append(error("SYN100", "the query has no parameterList", f"{location(query)}/parameterList"))
