@@ -18,8 +18,8 @@ server's bounds per client address apply to them as to separate hosts:
 
   | kind | share | what |
   | --- | --- | --- |
-  | register | 20% | a valid ITI-42 (tests/submissions.py) for one of 200 patients: Success |
-  | find | 25% | FindDocuments (LeafClass) for one of them: Success |
+  | register | 20% | a valid ITI-42 (tests/submissions.py) for one of 5,000 patients: Success |
+  | find | 25% | FindDocuments (LeafClass) for one of 50 others, given 10 documents each before the load: Success |
   | provide | 5% | ITI-41, one 4 KB document as MTOM: Success |
   | retrieve | 5% | ITI-43 of a document stored earlier: Success |
   | malformed | 35% | one of MALFORMED: refused (a SOAP fault or an XDS error); ODD_BUT_VALID: Success |
@@ -45,8 +45,8 @@ fault, or the fault of an internal error; a SOAP VersionMismatch is 500 by SOAP 
 binding and no failure); every idle and slow connection cut by the server; and RSS flat: the
 highest sum in the last third of the run at most 15% above the highest in the middle third,
 over the seconds when exactly --workers workers ran (a worker being replaced and its successor
-run together for a moment: those seconds are reported apart). RSS at start is the last sample
-before the load; middle and end are medians of the samples within 10 s of those points.
+run together for a moment: those seconds are reported apart). RSS at start is the first sample
+(the server ready, nothing asked yet); middle and end are medians of the samples within 10 s of those points.
 Exit status 0 when the bar is met. Results: a table on stdout and JSON (--out, default
 <dir>/results.json); the server's log in <dir>/server.log.
 """
@@ -101,9 +101,13 @@ def soap_type(action: str) -> str:
 # -- requests ---------------------------------------------------------------------------------------
 
 
-#: The soak's patients: registrations and queries spread over them, as over a network's patients
-#: (one patient would answer FindDocuments with every document of the run).
-PATIENTS = [f"SOAK{i:04d}^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO" for i in range(200)]
+#: The soak's patients. New documents go to PATIENTS, spread as over a network's patients; the
+#: queries ask for QUERY_PATIENTS, who get QUERY_DOCUMENTS each before the load and none during
+#: it, so that every FindDocuments answer is the same size all along (answers that grew with
+#: the run would make memory grow with them: the soak looks for what a server keeps).
+PATIENTS = [f"SOAK{i:05d}^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO" for i in range(5000)]
+QUERY_PATIENTS = [f"SOAKQ{i:03d}^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO" for i in range(50)]
+QUERY_DOCUMENTS = 10
 
 
 def register_body(base: str, patient: str = s.PATIENT) -> bytes:
@@ -386,7 +390,8 @@ def good_and_bad(port: int, base: str, index: int, stop: threading.Event, stats:
         if kind == "register":
             path, content_type, body = "/registry", soap_type(REGISTER), register_body(base, patient)
         elif kind == "find":
-            path, content_type, body = "/registry", soap_type(STORED_QUERY), find_body(base, patient)
+            path, content_type = "/registry", soap_type(STORED_QUERY)
+            body = find_body(base, rng.choice(QUERY_PATIENTS))
         elif kind == "provide":
             content_type, body, unique_id = provide_body(base, document, patient)
             path = "/repository"
@@ -592,7 +597,8 @@ def start_server(data_dir: Path, workers: int, settings: dict[str, str]) -> tupl
     env = dict(os.environ, XDS_DATA_DIR=str(data_dir), XDS_REPOSITORY_UNIQUE_ID=REPOSITORY_UNIQUE_ID)
     env.update({f"XDS_{k.upper()}": v for k, v in settings.items()})
     subprocess.run([*XDS, "db", "upgrade"], env=env, check=True, capture_output=True)
-    subprocess.run([*XDS, "patients", "add", s.PATIENT, *PATIENTS], env=env, check=True, capture_output=True)
+    subprocess.run([*XDS, "patients", "add", s.PATIENT, *PATIENTS, *QUERY_PATIENTS], env=env, check=True,
+                   capture_output=True)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -619,6 +625,20 @@ def stop_server(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
+
+
+def preload(port: int, base: str) -> None:
+    """QUERY_DOCUMENTS documents for each of QUERY_PATIENTS."""
+    client = Client(port, "127.0.1.251")
+    try:
+        for patient in QUERY_PATIENTS:
+            for _ in range(QUERY_DOCUMENTS):
+                request = http_request("/registry", soap_type(REGISTER), register_body(base, patient))
+                status, _, answer, _ = client.exchange(request, Stats())
+                if status != 200 or not _success(answer):
+                    raise SystemExit(f"the soak's query patients could not be registered: {answer[:500]!r}")
+    finally:
+        client.close()
 
 
 def store_big_document(port: int, base: str) -> str | None:
@@ -672,6 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler.start()
         stop.wait(3)  # the memory at start: the server ready, nothing asked yet
         big_document = store_big_document(port, base)
+        preload(port, base)
         rng = random.Random(args.seed)
         threads = [threading.Thread(target=good_and_bad, daemon=True,
                                     args=(port, base, i, load_stop, stats, args, stored, random.Random(rng.random())))
@@ -765,11 +786,11 @@ def summarize(args, settings, stats: Stats, samples: list, load_seconds: float, 
                     for k in sorted(stats.sent)},
         "internal_errors": server_errors,
         "cut": cut, "not_cut": dict(stats.not_cut),
-        "rss_mb": {"start": mb(before[-1][1] if before else None), "middle": mb(at(0.5, 1)), "end": mb(at(1.0, 1)),
+        "rss_mb": {"start": mb(before[0][1] if before else None), "middle": mb(at(0.5, 1)), "end": mb(at(1.0, 1)),
                    "max": mb(max((x[1] for x in during), default=0)),
                    "max_middle_third": mb(max(middle, default=0)), "max_last_third": mb(max(last, default=0)),
                    "seconds_with_a_worker_being_replaced": sum(1 for x in during if x[3] > args.workers)},
-        "pss_mb": {"start": mb(before[-1][2] if before else None), "middle": mb(at(0.5, 2)), "end": mb(at(1.0, 2))},
+        "pss_mb": {"start": mb(before[0][2] if before else None), "middle": mb(at(0.5, 2)), "end": mb(at(1.0, 2))},
         "workers_started": log.count("Booting worker"),
         "tracebacks_in_log": log.count("Traceback (most recent call last)"),
         "health_at_end": health,
