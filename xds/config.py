@@ -146,10 +146,10 @@ class Settings:
     #: request head (on a kept-alive connection: from the next request's first byte); then the
     #: connection is closed (a head begun gets 408). 0: no limit.
     header_timeout: float = 10.0
-    #: A request body must arrive, and a response be taken, at min_body_rate bytes a second on
-    #: average after a grace of body_timeout seconds, or the connection is closed (a body cut
-    #: off is answered as ended early). min_body_rate 0: body_timeout bounds each wait for
-    #: data instead. body_timeout 0: no limit.
+    #: A request body must arrive, and an answer be taken (bytes the client acknowledged), at
+    #: min_body_rate bytes a second on average after a grace of body_timeout seconds, or the
+    #: connection is reset (a body cut off reads to the application as ended early).
+    #: min_body_rate 0: body_timeout bounds each wait for data instead. body_timeout 0: no limit.
     body_timeout: float = 20.0
     min_body_rate: int = 500
     #: Requests from one client address (IPv6: one /64) that one worker works on at once; the
@@ -159,8 +159,8 @@ class Settings:
     max_threads_per_address: int = 4
     max_connections_per_address: int = 64
     #: A worker is replaced after this many requests plus a random 0 to max_requests_jitter (so
-    #: that workers are not replaced together), after finishing those in hand: what its heap
-    #: grew to goes back to the system. 0: never.
+    #: that workers are not replaced together): its successor starts at once, it finishes the
+    #: requests in hand and exits, and what its heap grew to goes back to the system. 0: never.
     max_requests: int = 10000
     max_requests_jitter: int = 2000
     extra: dict = field(default_factory=dict)

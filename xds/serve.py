@@ -71,8 +71,8 @@ _REFUSED_503 = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry
 #: How long a connection may wait for its head when header_timeout is 0 (no limit).
 _NO_HEADER_TIMEOUT = 365 * 24 * 3600.0
 
-#: The largest piece of a response handed to the socket in one send: each piece gets the time
-#: min_body_rate allows it, so the pieces must be small enough to move at that rate.
+#: The largest piece of an answer handed to the socket in one send: between two, the deadline
+#: is looked at again (it moves on with what the client has taken).
 _SEND_STEP = 64 * 1024
 
 
