@@ -59,6 +59,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -150,6 +151,11 @@ class BlobStore(Protocol):
     def recover(self, is_registered: Callable[[str, str], bool | None]) -> Recovery: ...
 
 
+#: Staging folders are made under this prefix, then locked and renamed (see stage()); recovery
+#: removes one left by a crash once it is _FRESH_AGE seconds old.
+_FRESH, _FRESH_AGE = ".new-", 600
+
+
 def key_of(unique_id: str) -> str:
     return hashlib.sha256(unique_id.encode("utf-8")).hexdigest()
 
@@ -200,12 +206,18 @@ class FileBlobStore:
         staged = Staged()
         try:
             for document in documents:
-                folder = self.incoming / f"doc-{uuid.uuid4().hex}"
-                folder.mkdir()
+                # Made under a name recovery does not look at, locked, then renamed: a worker
+                # starting meanwhile must never find the folder unlocked and drop it.
+                name = f"doc-{uuid.uuid4().hex}"
+                fresh = self.incoming / f"{_FRESH}{name}"
+                fresh.mkdir()
+                lock = os.open(fresh, os.O_RDONLY | os.O_DIRECTORY)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                folder = self.incoming / name
+                os.rename(fresh, folder)
                 item = StagedDocument(folder, key_of(document.unique_id), document.unique_id)
+                item.lock = lock
                 staged.documents.append(item)
-                item.lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-                fcntl.flock(item.lock, fcntl.LOCK_EX)
                 content = folder / CONTENT
                 document.content.move_to(content)
                 meta = {"uniqueId": document.unique_id, "mimeType": document.mime_type, "hash": document.hash,
@@ -267,6 +279,14 @@ class FileBlobStore:
 
     def recover(self, is_registered: Callable[[str, str], bool | None]) -> Recovery:
         recovery = Recovery(spool_files_removed=self.spool().sweep())
+        for fresh in self.incoming.glob(f"{_FRESH}doc-*"):
+            # A crash between making a staging folder and naming it: nothing was in it yet.
+            # Only old ones: a young one may be about to be locked by its stager.
+            try:
+                if time.time() - fresh.stat().st_mtime > _FRESH_AGE:
+                    shutil.rmtree(fresh, ignore_errors=True)
+            except FileNotFoundError:
+                pass
         for folder in sorted(self.incoming.glob("doc-*")):
             try:
                 fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

@@ -28,12 +28,16 @@ import io
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 CHUNK = 1024 * 1024  # reads and writes of large content, in bytes
 SPOOL_SUFFIX = ".part"
+#: A part's file before it is locked and renamed (see _spill); sweep() removes one left by a
+#: crash once it is _FRESH_AGE seconds old.
+_FRESH_SUFFIX, _FRESH_AGE = ".part-new", 600
 
 
 @runtime_checkable
@@ -225,6 +229,14 @@ class Spool:
         for path in self.directory.glob("*" + SPOOL_SUFFIX):
             if remove_if_unlocked(path):
                 removed += 1
+        for path in self.directory.glob("*" + _FRESH_SUFFIX):
+            # A crash between making a part's file and naming it; only old ones (a young one
+            # may be about to be locked by its writer).
+            try:
+                if time.time() - path.stat().st_mtime > _FRESH_AGE and remove_if_unlocked(path):
+                    removed += 1
+            except FileNotFoundError:
+                pass
         return removed
 
 
@@ -284,10 +296,14 @@ class PartWriter:
 
     def _spill(self) -> None:
         assert self.spool.directory is not None
-        fd, name = tempfile.mkstemp(suffix=SPOOL_SUFFIX, prefix="part-", dir=self.spool.directory)
-        # The lock says "alive" to sweep(); it goes with the descriptor, kept open until the
-        # request ends (FileAttachment.discard / move_to).
+        # Made under a name sweep() does not look at, locked, then renamed: a worker starting
+        # meanwhile must never find the file unlocked and remove it. The lock says "alive" to
+        # sweep(); it goes with the descriptor, kept open until the request ends
+        # (FileAttachment.discard / move_to).
+        fd, fresh = tempfile.mkstemp(suffix=_FRESH_SUFFIX, prefix="part-", dir=self.spool.directory)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        name = fresh[: -len(_FRESH_SUFFIX)] + SPOOL_SUFFIX
+        os.rename(fresh, name)
         self._path = Path(name)
         self._file = os.fdopen(os.dup(fd), "wb", buffering=CHUNK)
         self._lock = fd
