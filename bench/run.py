@@ -19,8 +19,7 @@ the same number of clients, so each ratio compares two figures taken a few secon
 Clients: wrk (C, epoll; request bodies built per request by a generated Lua script from the
 templates of bench/corpus.py; it checks every response for a Success status) when it is on
 the PATH, otherwise a Python client (processes, http.client). Latencies are the client's own
-(wrk: from the first byte written to the last byte read; the connect is not in it: gunicorn's
-sync workers close the connection after each response, so every request connects anew).
+(wrk: from the first byte written to the last byte read; the connect is not in it).
 
 Before measuring, Python checks answers: register and null answer Success, and each query
 answers exactly the ExtrinsicObjects the corpus says (10 for FindDocuments...). Queries are
@@ -394,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = make_url(args.database).get_backend_name()
     results: list[Result] = []
     notes: list[str] = []
-    print(f"database {backend}, gunicorn sync workers: {args.workers}, {args.duration:.0f} s per scenario", flush=True)
+    print(f"database {backend}, gunicorn workers: {args.workers}, {args.duration:.0f} s per scenario", flush=True)
     add_register_patients(args.database)
     with Server(args.database, args.workers, data_dir) as server:
         base = server.base
@@ -433,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(report: dict) -> str:
     """The results as a table, each real figure beside the floor measured just before it."""
-    lines = [f"{report['database']}, {report['workers']} sync workers:", "",
+    lines = [f"{report['database']}, {report['workers']} workers:", "",
              "| scenario | clients | req/s | floor req/s | ratio | p50 ms | p99 ms | failed |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     floor = None
