@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test conformance bench bench-audit soak clean
+.PHONY: run test conformance bench bench-audit bench-pdq bench-xua bench-consent soak clean
 
 $(BIN)/xds: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,27 @@ bench: $(BIN)/xds
 # each, every audit record counted at a local syslog receiver. BENCH_AUDIT_ARGS passes options.
 bench-audit: $(BIN)/xds
 	$(BIN)/python -m bench.audit $(BENCH_AUDIT_ARGS)
+
+# Not part of `make test`: PDQ (ITI-47) over 1,000,000 patients (issue 10) on SQLite (var/bench/pdq)
+# and PostgreSQL (database bench_pdq): loaded once (a few minutes each, reused by the next run), answers
+# checked, then queries measured in process at 1 and 8 clients, and over HTTP with the floor when /pdq is
+# served. See bench/README.md; BENCH_PDQ_ARGS passes options (e.g. BENCH_PDQ_ARGS="--duration 3").
+bench-pdq: $(BIN)/xds
+	$(BIN)/python -m bench.pdq $(BENCH_PDQ_ARGS)
+
+# Not part of `make test`: what XUA costs (issue 11), about 5 min: CPU per assertion verification
+# (uncached and cached, RSA and ECDSA), FindDocuments in process and over HTTP against two `xds serve`
+# (xua_policy off / required) over a small SQLite registry in var/bench/xua, in alternating rounds.
+# See bench/README.md; BENCH_XUA_ARGS passes options (e.g. BENCH_XUA_ARGS="--rounds 2 --no-fresh").
+bench-xua: $(BIN)/xds
+	$(BIN)/python -m bench.xua $(BENCH_XUA_ARGS)
+
+# Not part of `make test`: what consent costs FindDocuments (issue 12), a few minutes: in process and
+# over HTTP against two `xds serve` (access_control off / consent, both XUA required) over a small SQLite
+# registry whose patients all have a consent, in var/bench/consent, in alternating rounds. See
+# bench/README.md; BENCH_CONSENT_ARGS passes options (e.g. BENCH_CONSENT_ARGS="--rounds 2").
+bench-consent: $(BIN)/xds
+	$(BIN)/python -m bench.consent $(BENCH_CONSENT_ARGS)
 
 # Not part of `make test`: the soak (issue 15), about 3 min: `xds serve` on SQLite under mixed good
 # and bad requests, idle and byte-a-second connections, the workers' memory sampled; exits 1 unless

@@ -17,7 +17,7 @@ C's spool, audit-spool/, as the settings make it, starts empty) and its own rece
 (tcp: octet counting, read with xds.audit.syslog.OctetCountingReader; udp: one datagram each).
 
 Client: one Python process per concurrent client, each sending exactly its share of the round's
-requests over raw sockets, a new connection per request (as gunicorn's sync workers want it);
+requests over raw sockets, a new connection per request (each asks the server to close it);
 the requests are built before the round starts. Not wrk: wrk cannot stop after exactly N
 requests against sync workers (see drive()). Latencies are the client's, from the first byte
 written to the last byte read (the connect not included, as in bench/run.py); throughput is
@@ -229,7 +229,9 @@ def spool_state(data_dir: Path, destination: str) -> dict:
 def http_requests(path: str, bodies: list[str], n: int, patients: int, port: int, seed: int) -> list[bytes]:
     """n whole HTTP requests, bodies[0] and bodies[1] alternating, random corpus patients."""
     rng = random.Random(seed)
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    # Connection: close: the client reads each answer to the end of its connection (gthread
+    # workers keep a connection open unless asked not to).
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
             f"Content-Type: {run.content_type(STORED_QUERY)}\r\n").encode()
     out = []
     for i in range(n):
@@ -239,8 +241,8 @@ def http_requests(path: str, bodies: list[str], n: int, patients: int, port: int
 
 
 def _client(port: int, requests: list[bytes], barrier, results) -> None:
-    """One client: each request on a new connection (sync workers close it after the answer),
-    read to the end; the latency from the first byte written to the last byte read."""
+    """One client: each request on a new connection (closed after the answer: Connection:
+    close), read to the end; the latency from the first byte written to the last byte read."""
     marker = run.SUCCESS.encode()
     latencies, failures = [], 0
     barrier.wait()

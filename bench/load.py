@@ -84,7 +84,7 @@ def store_submission(collector: RowCollector, xml: str, check: bool = False) -> 
         problems += validate(parsed.submission, None)
     if any(p.is_error for p in problems):
         raise ValueError(f"the corpus made an invalid submission: {problems}")
-    _registry._store(collector, parsed)  # noqa: SLF001 - the step register() stores with
+    _registry._store(collector, parsed, _registry._prepare(parsed))  # noqa: SLF001 - the steps register() stores with
 
 
 def produce(first_last: tuple[int, int]) -> dict[str, tuple[list[str], list[tuple]]]:

@@ -57,6 +57,10 @@ DOCUMENTS = (
     DocumentRef("1.3.6.1.4.1.21367.2005.3.99.1.1012", "1.3.6.1.4.1.21367.2010.1.2.1125",
                 "urn:oid:1.3.6.1.4.1.21367.2010.1.2.2045"),
 )
+PIX_URL = "https://pix.example.org:8443/pix"
+PDQ_URL = "https://pix.example.org:8443/pdq"
+HL7_MESSAGE_ID = "1.2.840.114350.1.13.0.1.7.1.1^35423"
+HL7_QUERY = b'<queryByParameter xmlns="urn:hl7-org:v3"><queryId root="1.2.3" extension="q1"/></queryByParameter>'
 TIME = dt.datetime(2026, 11, 24, 9, 30, 15, 250000, tzinfo=dt.UTC)
 
 
@@ -138,6 +142,41 @@ CASES = {
         {"action": "urn:ihe:iti:2007:RetrieveDocumentSet", "endpoint_url": REPOSITORY_URL,
              "patient_id": "", "documents": DOCUMENTS},
         ["ITI-43_110106_mt01_DICOM.sch"]),
+    # PIX and PDQ: mt02 is the manager's / supplier's record.
+    ("ITI-44", "PatientIdentifierCrossReferenceManager"): (
+        {"action": "urn:hl7-org:v3:PRPA_IN201301UV02", "endpoint_url": PIX_URL, "query_id": HL7_MESSAGE_ID},
+        ["ITI-44_110110_mt02_DICOM.sch"]),
+    ("ITI-45", "PatientIdentifierCrossReferenceManager"): (
+        {"action": "urn:hl7-org:v3:PRPA_IN201309UV02", "endpoint_url": PIX_URL, "query_id": HL7_MESSAGE_ID,
+         "query_request": HL7_QUERY},
+        ["ITI-45_110112_mt02_DICOM.sch"]),
+    ("ITI-47", "PatientDemographicsSupplier"): (
+        {"action": "urn:hl7-org:v3:PRPA_IN201305UV02", "endpoint_url": PDQ_URL, "query_id": HL7_MESSAGE_ID,
+         "patient_id": "", "query_request": HL7_QUERY},
+        ["ITI-47_110112_mt02_DICOM.sch"]),
+    # Remove Metadata and Documents: the Connectathon rules have no file for these; their
+    # content is checked in tests/test_registry_remove.py and tests/test_repository_remove.py.
+    ("ITI-62", "DocumentRegistry"): (
+        {"action": "urn:ihe:iti:2010:DeleteDocumentSet",
+         "documents": (DocumentRef("urn:uuid:7d2a4e6e-0dfa-4c4d-8f42-1c2bd7b3e1a0"),)}, []),
+    ("ITI-86", "DocumentRepository"): (
+        {"action": "urn:ihe:iti:2017:RemoveDocuments", "endpoint_url": REPOSITORY_URL, "documents": DOCUMENTS},
+        []),
+    # PIXV3 Update Notification, sent by the PIX Manager to a consumer (xds.identity.notify): no
+    # Connectathon rule file for ITI-46; the record's content is checked in
+    # tests/test_identity_notify.py.
+    ("ITI-46", "PatientIdentifierCrossReferenceManager"): (
+        {"action": "urn:hl7-org:v3:PRPA_IN201302UV02", "reply_to": None, "client_address": "pix.example.org",
+         "endpoint_url": "https://ehr.example.org/pix-consumer", "query_id": HL7_MESSAGE_ID}, []),
+    # Multi-Patient Stored Query: no Connectathon rule file for ITI-51; one record per patient,
+    # checked in tests/test_query_multipatient.py.
+    ("ITI-51", "DocumentRegistry"): (
+        {"action": "urn:ihe:iti:2009:MultiPatientStoredQuery",
+         "query_id": "urn:uuid:3d1bdb10-39a2-11de-89c2-2f44d94eaa9f", "query_request": QUERY}, []),
+    # Update Document Set (Metadata Update): no Connectathon rule file for ITI-57; shaped as the
+    # registry's ITI-42 record (patient, SubmissionSet), checked in tests/test_registry_update.py.
+    ("ITI-57", "DocumentRegistry"): (
+        {"action": "urn:ihe:iti:2010:UpdateDocumentSet", "submission_set_unique_id": SUBMISSION_SET}, []),
 }
 
 
@@ -184,6 +223,11 @@ def test_schematron_catches_a_broken_message():
     (("ITI-41", "DocumentRepository"), "110107", "C", "ITI-41"),
     (("ITI-42", "DocumentRepository"), "110106", "R", "ITI-42"),
     (("ITI-43", "DocumentRepository"), "110106", "R", "ITI-43"),
+    (("ITI-44", "PatientIdentifierCrossReferenceManager"), "110110", "C", "ITI-44"),
+    (("ITI-45", "PatientIdentifierCrossReferenceManager"), "110112", "E", "ITI-45"),
+    (("ITI-47", "PatientDemographicsSupplier"), "110112", "E", "ITI-47"),
+    (("ITI-51", "DocumentRegistry"), "110112", "E", "ITI-51"),
+    (("ITI-57", "DocumentRegistry"), "110107", "U", "ITI-57"),
 ])
 def test_event_identification(key, event_id, action, type_code):
     message = _message(key)
@@ -540,3 +584,21 @@ def test_a_value_cannot_forge_the_outcome():
     message = _parse(data)
     assert _one(message, "EventIdentification").get("EventOutcomeIndicator") == "8"
     assert _participant(message, "110153").get("UserID") == forged
+
+
+@pytest.mark.parametrize("interaction, action", [("PRPA_IN201301UV02", "C"), ("PRPA_IN201302UV02", "U"),
+                                                 ("PRPA_IN201304UV02", "U")])
+def test_a_feed_record_says_what_the_feed_did(interaction, action):
+    message = _parse(events.build("ITI-44", "PatientIdentifierCrossReferenceManager", _context(
+        action=f"urn:hl7-org:v3:{interaction}", query_id=HL7_MESSAGE_ID), SOURCE))
+    assert _one(message, "EventIdentification").get("EventActionCode") == action
+    patient = _one(message, "ParticipantObjectIdentification[@ParticipantObjectTypeCode='1']")
+    assert patient.get("ParticipantObjectID") == PATIENT
+    assert _b64(_one(patient, "ParticipantObjectDetail[@type='II']").get("value")) == HL7_MESSAGE_ID
+
+
+def test_a_pdq_record_carries_the_query_parameters():
+    message = _message(("ITI-47", "PatientDemographicsSupplier"))
+    query = _one(message, "ParticipantObjectIdentification[@ParticipantObjectTypeCodeRole='24']")
+    assert base64.b64decode(query.findtext("ParticipantObjectQuery")) == HL7_QUERY
+    assert _one(query, "ParticipantObjectIDTypeCode").get("csd-code") == "ITI-47"

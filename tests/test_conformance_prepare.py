@@ -659,3 +659,27 @@ def test_substitute_with_nothing_to_fill_copies():
     root = etree.fromstring("<a>$x$</a>", PARSER)
     copy = substitute(root, {})
     assert copy is not root and copy.text == "$x$"
+
+
+def test_substitute_as_written_replaces_bare_symbols():
+    """The toolkit's Linkage replaces a symbol exactly as the plan writes it (15801's bare
+    Document01); the default keeps the `name` -> `$name$` shorthand."""
+    root = etree.fromstring("<a v=\"('Document01')\">$Document01$ Document01</a>", PARSER)
+    assert substitute(root, {"Document01": "urn:uuid:x"}).text == "urn:uuid:x Document01"
+    written = substitute(root, {"Document01": "urn:uuid:x"}, as_written=True)
+    assert written.get("v") == "('urn:uuid:x')" and written.text == "$urn:uuid:x$ urn:uuid:x"
+
+
+def test_no_uniqueids_and_the_source_ids_logged():
+    """<NoAssignUids/> without an id keeps every uniqueId; the sourceIds set are logged as the
+    toolkit's AssignedSourceId (by SubmissionSet id)."""
+    template = _v30(SMALL + (
+        '<rim:RegistryPackage id="SubmissionSet01">'
+        f'<rim:ExternalIdentifier identificationScheme="{ns.SS_UNIQUE_ID}" value="1.2.4"/>'
+        f'<rim:ExternalIdentifier identificationScheme="{ns.SS_SOURCE_ID}" value="1.2.5"/></rim:RegistryPackage>'))
+    prepared, log = prepare(template, patient_id=PATIENT, source_id=SOURCE_ID, new_unique_id=unique_id_sequence(UID_ROOT),
+                            assign_uuids=False, assign_uids=False)
+    assert log["AssignedUids"] == {}
+    assert [e.get("value") for e in _identifiers(prepared, UID_SCHEMES)] == ["Document01", "1.2.4"]
+    assert log["AssignedSourceId"] == {"SubmissionSet01": SOURCE_ID}
+    assert _identifiers(prepared, {ns.SS_SOURCE_ID})[0].get("value") == SOURCE_ID

@@ -18,9 +18,9 @@ from xds.dispatch import Dispatcher
 from xds.ebrim import ns
 from xds.result import Result
 from xds.rules import error
-from xds.security.caller import Caller
+from xds.security.caller import Caller, XUser
 from xds.soap import SoapEndpoint, SoapFault, build_envelope
-from xds.transactions import BY_ACTION, ENDPOINTS, ITI_18, ITI_42, ITI_43, TRANSACTIONS, served_at
+from xds.transactions import BY_ACTION, ENDPOINTS, ITI_18, ITI_42, ITI_43, ITI_62, ITI_86, TRANSACTIONS, served_at
 
 try:
     from tests.soap_helpers import call, environ
@@ -107,6 +107,48 @@ def test_a_check_before_can_refuse_and_the_actor_is_not_asked():
     assert registry.callers == []
 
 
+def test_a_check_may_say_who_the_caller_is_and_everyone_after_it_is_told():
+    """XUA's check returns the Caller with its user; the checks after it, the actor and the
+    hooks after the actor all get that Caller. A check returning None leaves it as it was."""
+    user = XUser(name_id="yamada@kagawa-hp.example", issuer="https://idp.example")
+    seen_by_check, after = [], []
+    registry = Registry(lambda request: Result())
+    dispatcher = Dispatcher({"DocumentRegistry": registry},
+                            checks=[lambda t, request, caller: replace(caller, user=user),
+                                    lambda t, request, caller: seen_by_check.append(caller)],
+                            after=[lambda t, request, caller, result: after.append(caller)])
+    assert _serve(dispatcher).status == 200
+    expected = Caller(address="192.0.2.10", user=user)
+    assert seen_by_check == [expected] and registry.callers == [expected] and after == [expected]
+
+
+def test_header_blocks_a_check_reads_are_understood_for_its_transactions_only():
+    """A check that processes a header block (XUA: wsse:Security) makes it understood when it is
+    marked mustUnderstand, for the transactions it says; elsewhere it is a MustUnderstand fault."""
+    security = "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}Security"
+
+    class ReadsSecurity:
+        def understood_headers(self, transaction):
+            return (security,) if transaction.endpoint == "/registry" else ()
+
+        def __call__(self, transaction, request, caller):
+            return None
+
+    dispatcher = Dispatcher({"DocumentRegistry": Registry(lambda request: Result()), "DocumentRepository": object()},
+                            checks=[ReadsSecurity()])
+    assert dispatcher.handler(ITI_42).understood_headers == {security}
+    assert Dispatcher({"DocumentRegistry": Registry(lambda request: Result())}).handler(
+        ITI_42).understood_headers == frozenset()
+    block = etree.Element(security, nsmap={"wsse": security[1:].split("}")[0]})
+    block.set("{http://www.w3.org/2003/05/soap-envelope}mustUnderstand", "true")
+    endpoint = SoapEndpoint(dispatcher.actions([ITI_42]))
+    body = build_envelope(etree.Element("{urn:x}Request"), ITI_42.action, header_blocks=[block])
+    assert call(endpoint, environ(body, f'application/soap+xml; action="{ITI_42.action}"')).status == 200
+    endpoint = SoapEndpoint(Dispatcher({"DocumentRegistry": Registry(lambda request: Result())}).actions([ITI_42]))
+    refused = call(endpoint, environ(body, f'application/soap+xml; action="{ITI_42.action}"'))
+    assert refused.status == 500 and refused.fault_code() == ["env:MustUnderstand"]
+
+
 def test_an_actor_without_the_handler_of_its_row_fails_at_start():
     with pytest.raises(AttributeError):
         Dispatcher({"DocumentRegistry": object()}).actions([ITI_42])
@@ -119,7 +161,8 @@ def test_the_server_serves_every_row_of_the_table_at_its_endpoint(tmp_path):
     for endpoint in ENDPOINTS.values():
         assert set(app.routes[endpoint.path].actions) == {t.action for t in served_at(endpoint.path)}
     assert {t.action for t in TRANSACTIONS} == set(BY_ACTION)
-    assert served_at("/registry") == [ITI_42, ITI_18]
+    assert served_at("/registry")[:2] == [ITI_42, ITI_18]
+    assert ITI_62 in served_at("/registry") and ITI_86 in served_at("/repository")
 
 
 def test_action_uris_are_written_once():

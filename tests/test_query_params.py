@@ -270,10 +270,11 @@ def test_bad_association_type():
     assert_rule(problem, "query.bad-association-type", "'RPLC'")
 
 
-def test_metadata_level_2_is_not_supported():
-    # A registry without the Document Metadata Update Option answers at level 1 only.
-    problem = only_error("FindDocuments", *FIND, ("$MetadataLevel", "2"))
-    assert_rule(problem, "query.metadata-level", "2", "Metadata Update")
+def test_metadata_level_2_is_accepted_and_3_is_not():
+    # Levels 1 and 2 (the Metadata Update option's); xds.registry.find answers each.
+    assert params("FindDocuments", *FIND, ("$MetadataLevel", "2"))["$MetadataLevel"] == 2
+    problem = only_error("FindDocuments", *FIND, ("$MetadataLevel", "3"))
+    assert_rule(problem, "query.metadata-level", "3", "every version")
     assert problem.code == "XDSRegistryError"
 
 

@@ -183,9 +183,27 @@ def test_must_understand_for_role_next_applies():
 
 
 def test_must_understand_on_understood_headers_passes():
-    header = (f'<wsse:Security xmlns:wsse="{WSSE}" env:mustUnderstand="true"/>'
-              f'<wsa:To env:mustUnderstand="1">http://localhost/endpoint</wsa:To>')
+    header = f'<wsa:To env:mustUnderstand="1">http://localhost/endpoint</wsa:To>'
     assert post(echo_endpoint(), envelope_text(header=header).encode()).status == 200
+
+
+def test_wsse_security_is_understood_only_by_a_handler_that_reads_it():
+    """The transport does not process WS-Security: a mandatory wsse:Security is a MustUnderstand
+    fault unless the action's handler says it processes it (XUA does, xds.security.xua), so a
+    client never believes its assertion was checked when it was not."""
+    header = f'<wsse:Security xmlns:wsse="{WSSE}" env:mustUnderstand="true"/>'
+    refused = post(echo_endpoint(), envelope_text(header=header).encode())
+    assert refused.status == 500 and refused.fault_code() == ["env:MustUnderstand"]
+
+    def reads_security(request: SoapRequest) -> SoapResponse:
+        return echo(request)
+
+    reads_security.understood_headers = frozenset({f"{{{WSSE}}}Security"})
+    recorder = Recorder()
+    endpoint = SoapEndpoint({PING: reads_security, "urn:test:Other": recorder})
+    assert post(endpoint, envelope_text(header=header).encode()).status == 200
+    other = post(endpoint, envelope_text(header=header, action="urn:test:Other").encode())
+    assert other.fault_code() == ["env:MustUnderstand"] and recorder.requests == []
 
 
 def test_understood_headers_can_be_extended():

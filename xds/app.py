@@ -2,12 +2,16 @@
 transaction is served where, and by which actor, is the table in xds.transactions; every one
 comes in the same way (xds.dispatch).
 
-    POST /registry          ITI-42 Register Document Set-b, ITI-18 Registry Stored Query
-    POST /repository        ITI-41 Provide and Register Document Set-b, ITI-43 Retrieve Document Set
-    GET  /repository?wsdl   the repository's WSDL
-    GET  /registry?wsdl     the registry's WSDL
+    POST /registry          ITI-42 Register Document Set-b, ITI-18 Registry Stored Query,
+                            ITI-62 Delete Document Set, ITI-51 Multi-Patient Stored Query
+    POST /repository        ITI-41 Provide and Register Document Set-b, ITI-43 Retrieve Document Set,
+                            ITI-86 Remove Documents
+    POST /pix               ITI-44 Patient Identity Feed HL7 V3, ITI-45 PIXV3 Query
+    POST /pdq               ITI-47 Patient Demographics Query HL7 V3 (and its continuation)
+    GET  /<endpoint>?wsdl   each endpoint's WSDL
     GET  /schemas/<file>    the XML Schemas the WSDLs import
-    GET  /health            JSON: is the database reachable; the audit records waiting to be sent
+    GET  /health            JSON: is the database reachable; the audit records and ITI-46
+                            notifications waiting to be sent
     POST /null              only with null_endpoint on: the benchmarks' floors (xds.floor)
     POST /null/repository
 """
@@ -22,15 +26,22 @@ from pathlib import Path
 from xds import config
 from xds.audit import actors
 from xds.audit.trail import AuditTrail
+from xds.consent import access as consent, bppc, facility
 from xds.dispatch import Dispatcher
 from xds.floor import NullEndpoint, repository_floor
+from xds.hl7v3.schemas import MessageSchemas
+from xds.identity import notify
+from xds.identity.directory import IdentityDirectory
+from xds.identity.policy import IdentityPolicy
+from xds.identity.service import IdentityService
 from xds.registry.codes import CodeSet
 from xds.registry.register import DocumentRegistry
 from xds.registry.service import RegistryService
 from xds.repository import service as repository_service
+from xds.security import xua
 from xds.soap import SoapEndpoint
 from xds.store import db
-from xds.transactions import ENDPOINTS, REGISTRY, REPOSITORY, Endpoint, served_at
+from xds.transactions import ENDPOINTS, PDQ_SUPPLIER, PIX_MANAGER, REGISTRY, REPOSITORY, Endpoint, served_at
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = ROOT / "schemas"
@@ -50,19 +61,42 @@ class Server:
         self.registry = DocumentRegistry(
             sessions=db.make_sessionmaker(self.engine, write=True),
             codes=codes,
+            # The PIX Manager's cross-references: ids merged away are refused, and queries for
+            # a survivor find the documents of the ids merged into it.
+            patients=IdentityDirectory(),
             check_patient_ids=settings.check_patient_ids,
             max_submission_objects=settings.max_submission_objects,
             max_submission_values=settings.max_submission_values,
+            # BPPC consent documents update the consent record as they are registered (xds.consent)
+            after_store=bppc.hook(settings),
         )
         # The Document Repository: registers with this server's registry in-process, or with
         # settings.registry_url. Each worker finishes what a crash left half stored first.
         self.repository = repository_service.build(settings, self.registry, audit=self.audit)
         self.repository.recover()
+        # The PIX Manager and PDQ Supplier, over the same database: a feed of an affinity-domain
+        # id makes it known to the registry in the feed's own transaction (xds.identity.feed).
+        # ITI-46: a feed's update notifications are queued in its own transaction and sent by each
+        # worker's sender in the background (xds.identity.notify); none without pix_consumers.
+        self.pix_notifier = notify.UpdateNotifier.from_settings(settings, self.engine, self.audit).start()
+        self.identity = IdentityService(
+            self.engine, IdentityPolicy.from_settings(settings),
+            schemas=MessageSchemas(Path(settings.hl7v3_schemas)) if settings.hl7v3_schemas else None,
+            device=settings.hl7v3_device_id, page_size=settings.pdq_page_size,
+            continuation_timeout=settings.pdq_continuation_timeout,
+            consent=consent.ConsentGate.from_settings(settings),
+            after_feed=functools.partial(notify.enqueue, policy=self.pix_notifier.policy)
+            if self.pix_notifier.enabled else None)
         # Every transaction comes in the same way (xds.dispatch): its row in xds.transactions
         # names the actor's service that answers it; the audit trail records each one.
         self.dispatcher = Dispatcher(
-            services={REGISTRY: RegistryService.of(self.registry, settings), REPOSITORY: self.repository},
-            after=[functools.partial(actors.record, self.audit)] if self.audit.enabled else [])
+            services={REGISTRY: RegistryService.of(self.registry, settings), REPOSITORY: self.repository,
+                      PIX_MANAGER: self.identity, PDQ_SUPPLIER: self.identity},
+            # XUA (xds.security.xua): the user of each request's assertion, as xua_policy asks; then
+            # the requesting facility, which access control reads (xds.consent, access_control)
+            checks=[*xua.checks(settings, self.audit), *facility.checks(settings)],
+            after=([functools.partial(actors.record, self.audit)] if self.audit.enabled else [])
+            + consent.after_hooks(settings, self.engine))
         self.routes: dict[str, SoapEndpoint] = {e.path: self._endpoint(e) for e in ENDPOINTS.values()}
         if settings.null_endpoint:
             self.routes["/null"] = NullEndpoint({}, max_request_size=settings.max_request_size,
@@ -106,6 +140,10 @@ class Server:
             state = self.audit.spool.state()
             health["audit"] = {"waiting_bytes": state["bytes"], "refused": state["refused"],
                                "full": bool(state["full"])}
+        if ok and self.pix_notifier.enabled:
+            # ITI-46 notifications waiting, retrying and parked (refused by their consumer).
+            with db.make_sessionmaker(self.engine)() as session:
+                health["pix_notifications"] = notify.queue_state(session)
         body = json.dumps(health)
         start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
         return [body.encode()]

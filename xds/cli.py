@@ -1,4 +1,5 @@
-"""The `xds` command: serve, database, patients, sending requests to a registry, stored queries."""
+"""The `xds` command: serve, database, patients (xds.identity.command), sending requests to a registry,
+stored queries."""
 
 from __future__ import annotations
 
@@ -27,16 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     db_commands = database.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("upgrade", help="create the database or bring it to the current schema").set_defaults(run=_db_upgrade)
 
-    pats = commands.add_parser("patients", help="the patient ids the registry accepts")
-    pat_commands = pats.add_subparsers(dest="patients_command", required=True)
-    add = pat_commands.add_parser("add", help="add patient ids (ID^^^&OID&ISO)")
-    add.add_argument("ids", nargs="*")
-    add.add_argument("--from", dest="from_file", help="a file with one patient id a line")
-    add.set_defaults(run=_patients_add)
-    pat_commands.add_parser("list", help="list the known patient ids").set_defaults(run=_patients_list)
-    remove = pat_commands.add_parser("remove", help="remove patient ids")
-    remove.add_argument("ids", nargs="+")
-    remove.set_defaults(run=_patients_remove)
+    from xds.identity.command import add_parser as add_patients
+
+    add_patients(commands)  # xds patients: the registry's ids, the PIX Manager's patients and links
 
     register = commands.add_parser("register", help="send an ITI-42 Register Document Set-b request")
     register.add_argument("file", help="a SOAP envelope or a bare lcm:SubmitObjectsRequest")
@@ -62,11 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     # Commands whose modules own their arguments.
     from xds.arr.command import add_parser as add_audit
     from xds.conformance.command import add_parser as add_conformance
+    from xds.registry.command import add_parser as add_registry
     from xds.repository.command import add_parser as add_repository
 
+    add_registry(commands)
     add_repository(commands)
     add_conformance(commands)
     add_audit(commands)
+    from xds.consent.command import add_parser as add_consent
+
+    add_consent(commands)
 
     args = parser.parse_args(argv)
     try:
@@ -89,56 +88,6 @@ def _db_upgrade(args, settings: config.Settings) -> int:
 
     db.upgrade(settings.database)
     print(f"database is at the current schema: {db.redacted(settings.database)}")
-    return 0
-
-
-def _read_ids(args) -> list[str]:
-    ids = list(args.ids)
-    if getattr(args, "from_file", None):
-        with open(args.from_file, encoding="utf-8") as f:
-            ids += [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    return ids
-
-
-def _patients_add(args, settings: config.Settings) -> int:
-    from xds.model import PatientId
-    from xds.store import patients
-
-    ids = _read_ids(args)
-    bad = []
-    for value in ids:
-        try:
-            PatientId.parse(value)
-        except ValueError as exc:
-            bad.append(str(exc))
-    if bad:
-        for reason in bad[:20]:
-            print(f"xds: {reason}", file=sys.stderr)
-        if len(bad) > 20:
-            print(f"xds: ... and {len(bad) - 20} more", file=sys.stderr)
-        print("xds: nothing was added", file=sys.stderr)
-        return 2
-    with _sessions(settings, write=True).begin() as session:
-        added = patients.add(session, ids)
-    print(f"{added} patient id(s) added, {len(set(ids)) - added} already known")
-    return 0
-
-
-def _patients_list(args, settings: config.Settings) -> int:
-    from xds.store import patients
-
-    with _sessions(settings)() as session:
-        for pid in patients.list_all(session):
-            print(pid)
-    return 0
-
-
-def _patients_remove(args, settings: config.Settings) -> int:
-    from xds.store import patients
-
-    with _sessions(settings, write=True).begin() as session:
-        removed = patients.remove(session, args.ids)
-    print(f"{removed} patient id(s) removed")
     return 0
 
 
@@ -236,9 +185,11 @@ def _run_query(request, url: str | None, settings: config.Settings):
         from xds.transactions import ITI_18
 
         return post_soap(url, request, ITI_18.action, context=tls.context_for(url, settings))
+    from xds.identity.directory import IdentityDirectory
     from xds.registry.query import RegistryStoredQuery
 
-    return RegistryStoredQuery.configured(_sessions(settings), settings).query(request)
+    # the directory the server's registry asks: merged ids followed as ITI-18 follows them
+    return RegistryStoredQuery.configured(_sessions(settings), settings, IdentityDirectory()).query(request)
 
 
 def _table(objects) -> str:

@@ -76,6 +76,11 @@ class Settings:
     #: The most terms of one stored query, each a test of every entry: the slots of the code
     #: parameters (the AND/OR ones may have several) and the authorPerson patterns.
     max_query_terms: int = 16
+    #: Who may send Multi-Patient Stored Query (ITI-51), which crosses patients: client
+    #: certificate subjects (RFC 4514, as audit records name them: CN=portal,O=Kagawa) and
+    #: client addresses or networks (10.1.2.0/24), separated by ';' or line breaks. Empty:
+    #: nobody (every ITI-51 is refused with XDSRegistryError, and audited).
+    multi_patient_query_callers: str = ""
     #: This registry's home community id (urn:oid:...); when set, stored query answers carry it
     #: as the objects' home attribute.
     home_community_id: str = ""
@@ -98,6 +103,33 @@ class Settings:
     #: Name searches and linking take small kana for large ones (キョウコ = キヨウコ), as
     #: systems that wrote half-width kana without small letters did. Same caveat as above.
     name_fold_small_kana: bool = True
+    #: The folder of HL7's NE2008 schemas (holding multicacheschemas/ and coreschemas/; HL7's,
+    #: not shipped here). When set, every PIX and PDQ message is checked against its schema and
+    #: refused (AE, SYN details naming the element) when invalid; empty: the readers' own checks.
+    hl7v3_schemas: str = ""
+    #: The device id (an OID) the PIX Manager and PDQ Supplier answer as (sender/device/id);
+    #: empty: the device each request was addressed to.
+    hl7v3_device_id: str = ""
+    #: Patients in an ITI-47 answer when the query sets no initialQuantity; the rest follow on
+    #: continuation (QUQI_IN000003UV01).
+    pdq_page_size: int = 100
+    #: Seconds an ITI-47 query with matches still to come waits for its next continuation.
+    pdq_continuation_timeout: float = 600
+    #: ITI-46 PIX Update Notification (xds.identity.notify): the PIX Consumers told when the ids
+    #: linked to a person change, ";"-separated, each `URL=OID,OID...`: where it takes
+    #: PRPA_IN201302UV02 and the assigning authorities (domains) it wants ids of, optionally
+    #: followed by ` device=OID`, its device id (the messages' receiver; default: its first
+    #: domain), e.g. "https://ehr.example/pix=1.2.3,1.2.4;https://lab.example/pix=1.2.5
+    #: device=1.2.9". They are sent as hl7v3_device_id, which must then be set. Empty: nothing is
+    #: queued.
+    pix_consumers: str = ""
+    #: Seconds before a notification is sent again after its consumer could not take it (down,
+    #: HTTP error, SOAP fault, no acknowledgement), doubling from the first bound to the second.
+    #: Refusals (AE, AR) are not retried: the notification is parked.
+    pix_notify_retry_min: float = 1.0
+    pix_notify_retry_max: float = 300.0
+    #: Seconds a consumer has to answer one notification.
+    pix_notify_timeout: float = 30.0
     #: This Document Repository's uniqueId: an OID, set as repositoryUniqueId on every document
     #: it stores and asked for in ITI-43. The default is in the OID arc 2.999 that ITU-T X.660
     #: keeps for examples: every deployment must set its own.
@@ -135,6 +167,55 @@ class Settings:
     tls_certificate: str = ""
     tls_private_key: str = ""
     tls_ca_certificates: str = ""
+    #: XUA (ITI-40; xds.security.xua). Whether SOAP requests must carry an X-User Assertion in
+    #: their wsse:Security header: "required" (every request, or it gets a WS-Security fault),
+    #: "optional" (an assertion that is there must be valid), "off" (none is read; a
+    #: wsse:Security marked mustUnderstand then gets a MustUnderstand fault). One value for every
+    #: endpoint, or per endpoint: "registry=required,repository=optional,pix=off,pdq=optional"
+    #: (a bare value among them is the rest's). Empty: "optional" when xua_trusted_certificates
+    #: is set, else "off".
+    xua_policy: str = ""
+    #: PEM file of the identity providers' signing certificates: an assertion's signature must
+    #: verify with the key of one of them (and the certificate be within its validity dates).
+    xua_trusted_certificates: str = ""
+    #: Comma-separated audiences an assertion's AudienceRestriction may name. Empty: the URL of
+    #: the endpoint as the request reached it (its Host header: set this behind a proxy, or
+    #: where clients reach the server by more than one name).
+    xua_audiences: str = ""
+    #: Seconds of clock difference allowed with the identity provider when NotBefore,
+    #: NotOnOrAfter and IssueInstant are compared with this server's clock.
+    xua_clock_skew: float = 60.0
+    #: Accept assertions signed or digested with SHA-1 (rsa-sha1, as some national networks'
+    #: identity providers still sign). Off: SHA-1 is refused as broken for signatures.
+    xua_allow_sha1: bool = False
+    #: Access control (xds.consent): "off", every caller sees every patient's data (the IHE
+    #: profiles' own behaviour); "consent", each request sees only the patients whose consent
+    #: allows its facility (ITI-18, ITI-51, ITI-43, ITI-45, ITI-47), and a request whose facility
+    #: is not known sees none.
+    access_control: str = "off"
+    #: Which facility a client certificate stands for, when the request carries no XUA assertion
+    #: naming its organization: "SUBJECT=FACILITY" entries separated by ';' or line breaks, the
+    #: subject as audit records name it (RFC 4514, CN=clinic-a,O=Kagawa), the facility an OID
+    #: (the text after the last '=' is the facility), e.g. "CN=clinic-a,O=Kagawa=1.2.392.100.1".
+    facility_certificates: str = ""
+    #: Break-glass: a request whose XUA purpose of use is one of consent_break_glass_purposes
+    #: sees a patient whose consent does not allow it (not one who withdrew), flagged and audited,
+    #: listed by `xds consent review`. Off: emergencies get what consent allows.
+    consent_break_glass: bool = False
+    #: The purposes of use that are an emergency: codes, each optionally code@codeSystem (an
+    #: OID): the affinity domain defines its value set (ITI TF-2 3.40.4.1.2). The defaults are
+    #: the NHIN/XSPA, HL7 ActReason and eHealth Suisse codes for emergency treatment.
+    consent_break_glass_purposes: str = "EMERGENCY,ETREAT,EMER"
+    #: Implied consent with opt-out for the whole network: a person with no consent recorded is
+    #: shared with every facility (until they opt out: `xds consent withdraw` or an exclusion).
+    #: Off: no consent recorded, no access.
+    consent_implied: bool = False
+    #: BPPC (ITI TF-3 5.1): the patient privacy policy ids a consent document's eventCodeList
+    #: may name, and what each means here, ';'-separated "POLICY=MEANING", the meaning one of
+    #: blanket, implied, facility:FAC,FAC (allowed list), person:ID,ID (named individuals),
+    #: exclude:FAC,FAC, hold, release, withdraw; e.g. "1.2.392.100.9.1=blanket;
+    #: 1.2.392.100.9.9=withdraw". Documents naming no configured policy change nothing.
+    consent_bppc_policies: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2

@@ -2,7 +2,8 @@
 
     SOAP request (xds.soap) -> its row in xds.transactions (by wsa:Action)
       -> the Caller (who is asking; xds.security.caller)
-      -> the checks before (each may refuse with a SOAP fault: XUA, consent to come)
+      -> the checks before (each may refuse with a SOAP fault, or say more of the Caller: XUA
+         gives the user its assertion names; xds.consent.facility the requesting facility)
       -> the actor's handler -> a Result
       -> the hooks after (the audit record; each reads the Result, none may fail the request)
       -> the response, written from the Result by the row's writer
@@ -29,8 +30,15 @@ log = logging.getLogger("xds")
 
 #: An actor's handler of one transaction.
 Answer = Callable[[SoapRequest, Caller], Result]
-#: A check before the handler: returns nothing, or raises a SoapFault to refuse the request.
-Check = Callable[[Transaction, SoapRequest, Caller], None]
+#: A check before the handler: raises a SoapFault to refuse the request; returns None, or the
+#: Caller with what the check learnt of it (XUA: the user of a verified assertion), which the
+#: checks after it, the handler and the hooks then get.
+#:
+#: A check that processes SOAP header blocks itself (XUA reads wsse:Security) says which with a
+#: method ``understood_headers(transaction) -> Iterable[str]`` (QNames): a block marked
+#: mustUnderstand is then understood for that transaction's requests, and only then (SOAP 1.2
+#: Part 1 5.2.3; xds.soap.app).
+Check = Callable[[Transaction, SoapRequest, Caller], "Caller | None"]
 #: A hook after the handler (the audit trail): must not raise.
 After = Callable[[Transaction, SoapRequest, Caller, Result], None]
 
@@ -53,7 +61,7 @@ class Dispatcher:
         def serve(request: SoapRequest) -> SoapResponse:
             caller = Caller.from_environ(request.environ)
             for check in self.checks:
-                check(transaction, request, caller)
+                caller = check(transaction, request, caller) or caller
             result = self._answer(transaction, answer, request, caller)
             for hook in self.after:
                 hook(transaction, request, caller, result)
@@ -61,6 +69,9 @@ class Dispatcher:
             return SoapResponse(body=body, action=transaction.response_action, mtom=transaction.mtom,
                                 attachments=attachments)
 
+        serve.understood_headers = frozenset(  # type: ignore[attr-defined]  (see Check)
+            qname for check in self.checks
+            for qname in getattr(check, "understood_headers", lambda _: ())(transaction))
         return serve
 
     @staticmethod

@@ -23,6 +23,15 @@ Who checks what:
   request, the stored query id, the parameters and their values, and how many values and terms
   a query may carry; the answer's limits (one patient, the most LeafClass objects and bytes).
   Their location is the parameter's name.
+- `xds.ebrim.remove` with `xds.registry.remove` (Delete Document Set, ITI-62) and
+  `xds.repository.remove` (Remove Documents, ITI-86): the request, the objects it names
+  against what the registry holds and what would be left referring to them, the documents
+  against the repository's store.
+- `xds.registry.update` (Update Document Set, ITI-57, the Metadata Update option): what each
+  operation of the request is (a new version, a status change, a new association), and each
+  against what the registry holds: the version it replaces, its uniqueId, objectType and
+  patient, the statuses it names. Its location is the id the submitter gave the object. The
+  rules `version.*` are those of first versions, which Register Document Set-b (ITI-42) checks.
 
 Every rule has a test in tests/test_rules_*.py; tests/test_rules_table.py checks that none is
 left without one.
@@ -58,6 +67,15 @@ MISSING_DOCUMENT_METADATA = "XDSMissingDocumentMetadata"
 REGISTRY_NOT_AVAILABLE = "XDSRegistryNotAvailable"
 DOCUMENT_UNIQUE_ID = "XDSDocumentUniqueIdError"
 UNKNOWN_REPOSITORY = "XDSUnknownRepositoryId"
+# Delete Document Set (ITI-62; ebRS 3.0 exceptions, and the NIST toolkit's metadata model check)
+UNRESOLVED_REFERENCE = "UnresolvedReferenceException"
+REFERENCES_EXIST = "ReferencesExistException"
+UNREFERENCED_OBJECT = "XDSUnreferencedObjectException"
+# Update Document Set (ITI-57, ITI TF-2b 3.57.4.1.3.5, the Metadata Update option)
+METADATA_UPDATE = "XDSMetadataUpdateError"
+METADATA_VERSION = "XDSMetadataVersionError"
+PATIENT_RECONCILIATION = "XDSPatientIDReconciliationError"
+METADATA_UPDATE_OPERATION = "XDSMetadataUpdateOperationError"
 
 
 @dataclass(frozen=True)
@@ -241,6 +259,9 @@ _RULES = [
          "{type} Association '{id}': DocumentEntry '{target}' is replaced twice in this submission"),
     Rule("association.self", METADATA,
          "Association '{id}' has '{source}' as both source and target"),
+    Rule("association.target-deprecated-by-replacement", DEPRECATED,
+         "{type} Association '{id}': DocumentEntry '{target}' becomes Deprecated with this submission "
+         "({reason}); relate the new document to the replacement instead"),
 
     # --- bounds of a submission: what a network allows, ebRIM 3.0's lengths, what the registry
     # stores (xds.ebrim.submission's census; xds.registry.validate for the stored columns) ----
@@ -309,6 +330,157 @@ _RULES = [
     Rule("retrieve.internal", REPOSITORY_ERROR,
          "the repository could not read document {document} ({reason})"),
 
+    # --- Delete Document Set (ITI-62, ITI TF-2b 3.62.4.1.3 in the RMD supplement) ------------
+    # xds.ebrim.remove reads the request; xds.registry.remove checks it against the registry.
+    # The location is the entryUUID named.
+    Rule("remove.not-remove-objects", REGISTRY_ERROR,
+         "the SOAP body must hold an lcm:RemoveObjectsRequest, found {found}"),
+    Rule("remove.adhoc-query", REGISTRY_ERROR,
+         "the RemoveObjectsRequest selects objects with an rim:AdhocQuery; Delete Document Set names "
+         "each object to remove by an rim:ObjectRef in an rim:ObjectRefList"),
+    Rule("remove.deletion-scope", REGISTRY_ERROR,
+         "deletionScope '{value}' is not allowed in Delete Document Set; leave the attribute out (its "
+         "default, urn:oasis:names:tc:ebxml-regrep:DeletionScopeType:DeleteAll, is the only scope)"),
+    Rule("remove.no-objects", REGISTRY_ERROR,
+         "the RemoveObjectsRequest names no object: put an rim:ObjectRef id=\"urn:uuid:...\" in its "
+         "rim:ObjectRefList for each DocumentEntry, SubmissionSet, Folder and Association to remove"),
+    Rule("remove.object-ref-without-id", REGISTRY_ERROR,
+         "an rim:ObjectRef of the ObjectRefList has no id; give it the entryUUID of the object to remove"),
+    Rule("remove.too-many-objects", REGISTRY_ERROR,
+         "the request names more than {limit} objects, the most this registry removes in one request "
+         "(max_submission_objects); remove them in several requests"),
+    Rule("remove.unresolved", UNRESOLVED_REFERENCE,
+         "'{id}' is not the entryUUID of a DocumentEntry, SubmissionSet, Folder or Association in this "
+         "registry; nothing was removed"),
+    Rule("remove.references-exist", REFERENCES_EXIST,
+         "{what} '{id}' cannot be removed: {count} Association(s) that the request does not remove refer "
+         "to it ({associations}); remove them in the same request, or first"),
+    Rule("remove.unreferenced", UNREFERENCED_OBJECT,
+         "removing Association '{association}' would leave {what} '{id}' with no Association referring "
+         "to it; remove '{id}' in the same request too, or keep the association"),
+    Rule("remove.busy", REGISTRY_BUSY,
+         "the registry is busy ({reason}); nothing was removed, send the request again"),
+    Rule("remove.internal", REGISTRY_ERROR,
+         "the registry could not remove the objects ({reason}); nothing was removed"),
+
+    # --- Remove Documents (ITI-86, RMD 3.86.4.1.3) at the Document Repository ----------------
+    # The location is the document's uniqueId.
+    Rule("remove-documents.not-remove-documents", REPOSITORY_ERROR,
+         "the SOAP body must hold an rmd:RemoveDocumentsRequest with at least one xdsb:DocumentRequest, "
+         "found {found}"),
+    Rule("remove-documents.incomplete-request", REPOSITORY_ERROR,
+         "DocumentRequest {number} has no {missing}; each names the RepositoryUniqueId and the "
+         "DocumentUniqueId of a document to remove"),
+    Rule("remove-documents.unknown-repository", UNKNOWN_REPOSITORY,
+         "RepositoryUniqueId '{value}' is not this repository's ({expected}); send the removal of "
+         "document {document} to the repository its DocumentEntry's repositoryUniqueId names"),
+    Rule("remove-documents.unknown-document", DOCUMENT_UNIQUE_ID,
+         "document uniqueId '{value}' is not in this repository ({repository}); nothing was removed for it"),
+    Rule("remove-documents.not-removed", REPOSITORY_ERROR,
+         "the repository could not remove document {document} ({reason}); it is still stored"),
+    Rule("remove-documents.internal", REPOSITORY_ERROR,
+         "the repository could not process the removal ({reason})"),
+
+    # --- Update Document Set (ITI-57, ITI TF-2b 3.57.4.1.3 of the Metadata Update option) -----
+    # xds.registry.update reads the operations of the request and checks each against the
+    # registry. The location is the id the submitter gave the object or association.
+    Rule("update.first-version", METADATA_UPDATE,
+         "{what} '{id}' {how}: Update Document Set carries new versions of objects already registered, "
+         "each with lid = the logicalID of the object it updates (ITI TF-2b 3.57.4.1.3.1); register a "
+         "first version with Register Document Set-b (ITI-42)"),
+    Rule("update.symbolic-lid", METADATA_UPDATE,
+         "{what} '{id}' has lid '{value}', which is not a UUID: a new version names the object it updates "
+         "by that object's logicalID (urn:uuid:...), never by a symbolic id"),
+    Rule("update.no-previous-version", METADATA_UPDATE,
+         "{what} '{id}' is a new version but no HasMember from the SubmissionSet to it has a PreviousVersion "
+         "slot: add one whose value is the versionName of the version it replaces (ITI TF-2b 3.57.4.1.3.3.1)"),
+    Rule("update.bad-previous-version", METADATA_UPDATE,
+         "the PreviousVersion slot of Association '{id}' holds {count} values; it holds exactly one, the "
+         "versionName of the version being replaced"),
+    Rule("update.unknown-logical-id", METADATA_VERSION,
+         "{what} '{id}' updates logicalID '{lid}', but no {what} of this registry has that logicalID; "
+         "the lid of a new version is the entryUUID of the object's first version"),
+    Rule("update.version-mismatch", METADATA_VERSION,
+         "{what} '{id}' replaces version {value} (PreviousVersion) of '{lid}', but its latest version is "
+         "{latest} (entryUUID {latest_uuid}); read it again (GetDocuments or GetFolders with the logicalID "
+         "and $MetadataLevel 2) and update the latest version"),
+    Rule("update.concurrent", METADATA_VERSION,
+         "{what} '{lid}' was changed by another request while this one was checked; nothing was stored: read "
+         "its latest version again and send the update again"),
+    Rule("update.unique-id-changed", METADATA_UPDATE,
+         "{what} '{id}' has uniqueId '{value}', but the {what} it updates ('{lid}') has uniqueId '{existing}'; "
+         "a new version keeps the uniqueId (ITI TF-2b 3.57.4.1.3.3.1)"),
+    Rule("update.object-type-changed", METADATA_UPDATE,
+         "DocumentEntry '{id}' has objectType '{value}', but the DocumentEntry it updates ('{lid}') has "
+         "'{existing}'; a new version keeps the objectType (stable or On-Demand)"),
+    Rule("update.patient-linked", PATIENT_RECONCILIATION,
+         "{what} '{id}' moves '{lid}' from patient {existing} to {patient}, but its latest version is linked "
+         "to other objects ({links}); those links would join two patients' records: remove or deprecate them "
+         "first, or send the new version with the slot AssociationPropagation = no on its HasMember"),
+    Rule("update.association-patients", PATIENT_RECONCILIATION,
+         "Association '{id}' ({type}) links '{source}' of patient {source_patient} to '{target}' of patient "
+         "{target_patient}; an association joins objects of one patient"),
+    Rule("update.status-slot", METADATA_UPDATE,
+         "Association '{id}' (UpdateAvailabilityStatus) needs a slot {slot} with exactly one value, an "
+         "availability status (urn:oasis:names:tc:ebxml-regrep:StatusType:Approved or ...:Deprecated)"),
+    Rule("update.bad-status", METADATA_UPDATE,
+         "Association '{id}' (UpdateAvailabilityStatus): {slot} '{value}' is not a status an object may "
+         "have; use urn:oasis:names:tc:ebxml-regrep:StatusType:Approved or ...:Deprecated"),
+    Rule("update.original-status", METADATA_UPDATE,
+         "Association '{id}' (UpdateAvailabilityStatus) says {what} '{target}' is {value} (OriginalStatus), "
+         "but it is {existing}; nothing was changed: read its status again"),
+    Rule("update.status-source", METADATA_UPDATE,
+         "Association '{id}' (UpdateAvailabilityStatus) has sourceObject '{source}'; its sourceObject is the "
+         "SubmissionSet of the request ('{ss}')"),
+    Rule("update.status-target-unknown", METADATA_UPDATE,
+         "Association '{id}' (UpdateAvailabilityStatus) targets '{target}', which is not the entryUUID of a "
+         "DocumentEntry, Folder or Association of this registry"),
+    Rule("update.status-not-latest", METADATA_VERSION,
+         "Association '{id}' (UpdateAvailabilityStatus) targets version {version} of {what} '{lid}', whose "
+         "latest version is {latest} (entryUUID {latest_uuid}); the status of the latest version is changed"),
+    Rule("update.status-of-submission-set", METADATA_UPDATE_OPERATION,
+         "Association '{id}' (UpdateAvailabilityStatus) targets SubmissionSet '{target}'; a SubmissionSet's "
+         "status cannot be changed (ITI TF-2b 3.57.4.1.3.1), only that of a DocumentEntry, Folder or "
+         "Association"),
+    Rule("update.status-of-association", METADATA_UPDATE,
+         "Association '{id}' (UpdateAvailabilityStatus) targets Association '{target}' ({type} from a "
+         "{source_kind}); only a document relationship or a Folder's HasMember can change status"),
+    Rule("update.association-end-unknown", METADATA_UPDATE,
+         "Association '{id}' ({type}): {end} '{ref}' is not an object of this registry; a submitted "
+         "association links objects already registered, by entryUUID"),
+    Rule("update.association-end-deprecated", METADATA_UPDATE,
+         "Association '{id}' ({type}): {end} '{ref}' is Deprecated; a new association links Approved objects"),
+    Rule("update.association-kind", METADATA_UPDATE,
+         "Association '{id}' ({type}) links {source_kind} '{source}' to {target_kind} '{target}'; a "
+         "submitted HasMember links a Folder to a DocumentEntry, a document relationship two DocumentEntries"),
+    Rule("update.association-exists", METADATA_UPDATE,
+         "Association '{id}' ({type}) would link '{source}' to '{target}', which Approved Association "
+         "'{existing}' links already"),
+    Rule("update.unknown-operation", METADATA_UPDATE_OPERATION,
+         "{what} '{id}' is none of the operations of Update Document Set (ITI TF-2b 3.57.4.1.3.3): a new "
+         "version of a DocumentEntry or Folder with its SubmissionSet HasMember, an UpdateAvailabilityStatus "
+         "association, or an association between registered objects with the SubmissionSet's HasMember of it"),
+    Rule("update.no-operation", METADATA_UPDATE_OPERATION,
+         "the request holds a SubmissionSet and no operation: send a new version, an UpdateAvailabilityStatus "
+         "association or a new association with it"),
+    Rule("update.same-object-twice", METADATA_UPDATE_OPERATION,
+         "{first} and {second} both change '{lid}'; one request changes an object once "
+         "(ITI TF-2b 3.57.4.1.3.1): send them in two requests"),
+    Rule("update.busy", REGISTRY_BUSY,
+         "the registry is busy ({reason}); nothing was changed, send the request again"),
+    Rule("update.internal", REGISTRY_ERROR,
+         "the registry could not process the update ({reason}); nothing was changed"),
+    # First versions (ITI-42): the forms Update Document Set alone may send.
+    Rule("version.lid-in-register", METADATA,
+         "{what} '{id}' has lid '{value}', not its own id: a registered object's first version is its own "
+         "logicalID; a new version of '{value}' is sent with Update Document Set (ITI-57)"),
+    Rule("version.deprecated-folder", METADATA,
+         "HasMember Association '{id}': the Folder '{source}' is Deprecated (an older version of it, or one "
+         "deprecated by Update Document Set); add the document to the Folder's latest version"),
+    Rule("version.update-in-register", METADATA,
+         "Association '{id}' {how}, which only Update Document Set (ITI-57) sends; Register Document Set-b "
+         "registers first versions"),
+
     # --- the registry itself ---------------------------------------------------------------
     Rule("registry.internal", REGISTRY_ERROR,
          "the registry could not process the request ({reason}); the submission was not stored"),
@@ -323,6 +495,19 @@ _RULES = [
     Rule("query.unknown", UNKNOWN_STORED_QUERY,
          "'{id}' is not a stored query of this registry; use the id of one of the fourteen of "
          "ITI TF-2 3.18.4.1.2.3.7 (FindDocuments is urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d)"),
+    Rule("query.unknown-multi-patient", UNKNOWN_STORED_QUERY,
+         "'{id}' is not a stored query of Multi-Patient Stored Query (ITI-51); use "
+         "FindDocumentsForMultiplePatients (urn:uuid:3d1bdb10-39a2-11de-89c2-2f44d94eaa9f) or "
+         "FindFoldersForMultiplePatients (urn:uuid:50d3f5ac-39a2-11de-a1ca-b366239e58df), ITI TF-2b 3.51.4.1.2"),
+    Rule("query.wrong-transaction", UNKNOWN_STORED_QUERY,
+         "'{id}' ({name}) is a stored query of {other}, not of {transaction}; send it as {other}"),
+    Rule("query.missing-at-least-one", MISSING_PARAM,
+         "{query} requires at least one of {params}: a query over several patients must name the "
+         "patients or what it selects on"),
+    Rule("query.multi-patient-refused", REGISTRY_ERROR,
+         "this registry answers Multi-Patient Stored Query (ITI-51) only for the callers its setting "
+         "multi_patient_query_callers lists, and {caller} is not one of them; ask the registry's "
+         "administrator to list it, or query one patient at a time (Registry Stored Query, ITI-18)"),
     Rule("query.bad-return-type", REGISTRY_ERROR,
          "ResponseOption returnType '{value}' is not supported; use LeafClass or ObjectRef"),
     Rule("query.missing-param", MISSING_PARAM, "{query} requires the parameter {param}"),
@@ -350,8 +535,8 @@ _RULES = [
          "{param}: '{value}' is not an association type of XDS (e.g. "
          "urn:ihe:iti:2007:AssociationType:RPLC, urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember)"),
     Rule("query.metadata-level", REGISTRY_ERROR,
-         "$MetadataLevel {value} is not supported: this registry does not implement the Document "
-         "Metadata Update Option and answers at metadata level 1 only (leave the parameter out or send 1)"),
+         "$MetadataLevel {value} is not a metadata level: send 1 (the latest version of each object, the "
+         "default) or 2 (every version, with the Metadata Update option's associations)"),
     Rule("query.not-single-patient", NOT_SINGLE_PATIENT,
          "the LeafClass answer would hold the metadata of {count} patients ({patients}); ask "
          "for ObjectRef, or for the objects of one patient at a time"),

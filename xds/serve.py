@@ -904,11 +904,13 @@ def _node_hooks(settings: config.Settings, url: str) -> dict:
             logging.getLogger("xds.audit").exception("AUDIT RECORD LOST: the server's start or stop")
 
     def worker_exit(arbiter, worker) -> None:
-        # A worker that stops lets its sender finish the batch in hand and move the cursor:
-        # killed between sending and moving, it would leave the batch to be sent again.
-        trail = getattr(getattr(worker, "wsgi", None), "audit", None)
-        if trail is not None:
-            trail.close()
+        # A worker that stops lets its senders finish what they have in hand: killed between
+        # sending and moving the cursor (or settling a notification), they would send it again.
+        # The PIX notifier first: it records each notification in the audit trail.
+        app = getattr(worker, "wsgi", None)
+        for sender in (getattr(app, "pix_notifier", None), getattr(app, "audit", None)):
+            if sender is not None:
+                sender.close()
 
     return {"when_ready": lambda arbiter: record(lambda trail: node.started(trail, settings, url)),
             "worker_exit": worker_exit,

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xds.ebrim.query_response import adhoc_query_response
+from xds.ebrim.remove import registry_response_of
 from xds.ebrim.response import registry_response
 from xds.ebrim.retrieve import retrieve_document_set_response
+from xds.hl7v3.ns import INTERACTIONS
 from xds.result import Result
 
 WSDL_DIR = Path(__file__).resolve().parent.parent / "wsdl"
@@ -41,6 +43,12 @@ def _registry_response(result: Result) -> tuple[object, list]:
     return registry_response(result.errors), []
 
 
+def _hl7v3_answer(result: Result) -> tuple[object, list]:
+    # The PIX Manager and PDQ Supplier write their HL7v3 answer whole (xds.identity.service):
+    # it echoes the request's header and query.
+    return result.content, []
+
+
 @dataclass(frozen=True)
 class Endpoint:
     path: str
@@ -51,10 +59,13 @@ class Endpoint:
 
 
 REGISTRY, REPOSITORY = "DocumentRegistry", "DocumentRepository"
+PIX_MANAGER, PDQ_SUPPLIER = "PatientIdentifierCrossReferenceManager", "PatientDemographicsSupplier"
 #: Where each actor is served.
 ENDPOINTS = {
     REGISTRY: Endpoint("/registry", WSDL_DIR / "XDS.b_DocumentRegistry.wsdl"),
     REPOSITORY: Endpoint("/repository", WSDL_DIR / "XDS.b_DocumentRepository.wsdl", documents=True),
+    PIX_MANAGER: Endpoint("/pix", WSDL_DIR / "PIXManager.wsdl"),
+    PDQ_SUPPLIER: Endpoint("/pdq", WSDL_DIR / "PDQSupplier.wsdl"),
 }
 
 
@@ -68,11 +79,13 @@ class Transaction:
     respond: Respond
     internal_error: str | None = None      # the rule answering an unexpected failure
     mtom: bool = False                     # the response is MTOM whatever the request was
+    answer_action: str = ""                # wsa:Action of the response when not the default
 
     @property
     def response_action(self) -> str:
-        """wsa:Action of the response: the request's with "Response" (so IHE's WSDLs name them)."""
-        return self.action + "Response"
+        """wsa:Action of the response: the request's with "Response" (so IHE's WSDLs name them
+        for XDS), or for an HL7v3 message the action of its answer's interaction."""
+        return self.answer_action or self.action + "Response"
 
     @property
     def endpoint(self) -> str:
@@ -98,14 +111,50 @@ TRANSACTIONS = tuple(Transaction(*row) for row in (
     ("ITI-43", "Retrieve Document Set", "urn:ihe:iti:2007:RetrieveDocumentSet", REPOSITORY,
      "retrieve_document_set", retrieve_document_set_response, None, True),
 ))
-ITI_42, ITI_18, ITI_41, ITI_43 = TRANSACTIONS
+
+
+def _hl7v3(title: str, interaction: str, actor: str, handler: str) -> Transaction:
+    """A row for an HL7v3 interaction: its actions are those xds.hl7v3.ns.INTERACTIONS names."""
+    i = INTERACTIONS[interaction]
+    return Transaction(i.transaction, title, i.action, actor, handler, _hl7v3_answer,
+                       answer_action=i.response_action)
+
+
+TRANSACTIONS += (
+    _hl7v3("Patient Identity Feed HL7 V3", "PRPA_IN201301UV02", PIX_MANAGER, "patient_identity_feed"),
+    _hl7v3("Patient Identity Feed HL7 V3", "PRPA_IN201302UV02", PIX_MANAGER, "patient_identity_feed"),
+    _hl7v3("Patient Identity Feed HL7 V3", "PRPA_IN201304UV02", PIX_MANAGER, "patient_identity_feed"),
+    _hl7v3("PIXV3 Query", "PRPA_IN201309UV02", PIX_MANAGER, "pix_query"),
+    _hl7v3("Patient Demographics Query HL7 V3", "PRPA_IN201305UV02", PDQ_SUPPLIER, "patient_demographics_query"),
+    _hl7v3("Patient Demographics Query HL7 V3", "QUQI_IN000003UV01", PDQ_SUPPLIER, "query_continuation"),
+    _hl7v3("Patient Demographics Query HL7 V3", "QUQI_IN000003UV01_Cancel", PDQ_SUPPLIER, "query_continuation"),
+)
+# Remove Metadata and Documents (RMD): the Document Administrator's two transactions. ITI-86
+# answers PartialSuccess when some of the documents it names were removed: its writer takes the
+# status from the Result.
+ITI_62 = Transaction("ITI-62", "Delete Document Set", "urn:ihe:iti:2010:DeleteDocumentSet", REGISTRY,
+                     "delete_document_set", _registry_response, "remove.internal")
+ITI_86 = Transaction("ITI-86", "Remove Documents", "urn:ihe:iti:2017:RemoveDocuments", REPOSITORY,
+                     "remove_documents", registry_response_of, "remove-documents.internal")
+TRANSACTIONS += (ITI_62, ITI_86)
+# Multi-Patient Queries (MPQ): the registry's stored queries over several patients, answered
+# like ITI-18 (an AdhocQueryResponse) to the callers the configuration allows.
+ITI_51 = Transaction("ITI-51", "Multi-Patient Stored Query", "urn:ihe:iti:2009:MultiPatientStoredQuery",
+                     REGISTRY, "multi_patient_stored_query", adhoc_query_response, "query.internal")
+TRANSACTIONS += (ITI_51,)
+# Metadata Update (XDS Metadata Update option): the Document Administrator's new versions, status
+# changes and associations, answered with a RegistryResponse (Success or Failure only).
+ITI_57 = Transaction("ITI-57", "Update Document Set", "urn:ihe:iti:2010:UpdateDocumentSet", REGISTRY,
+                     "update_document_set", _registry_response, "update.internal")
+TRANSACTIONS += (ITI_57,)
+ITI_42, ITI_18, ITI_41, ITI_43 = TRANSACTIONS[:4]
 BY_ACTION = {t.action: t for t in TRANSACTIONS}
 
 #: The record the Document Repository writes of the ITI-42 it sends to a remote registry (it
 #: is the Document Source there; in-process, registry and repository are one node).
 ITI_42_SENT = ("ITI-42", REPOSITORY)
 #: ITI-44 Patient Identity Feed HL7v3, add (the conformance runner sends it).
-ITI_44_ADD = "urn:hl7-org:v3:PRPA_IN201301UV02"
+ITI_44_ADD = INTERACTIONS["PRPA_IN201301UV02"].action
 
 
 def served_at(path: str) -> list[Transaction]:

@@ -331,20 +331,48 @@ def _what(record) -> str:
     return detail
 
 
+def access_note(record) -> str:
+    """What access control (xds.consent) noted in a record: "DENIED (reason)" for an access
+    denied by the patient's consent, "BREAK-GLASS (reason)" for one granted without it in an
+    emergency; "" otherwise. Read from the message's EventOutcomeDescription, with its purposes
+    of use (the audit writer, xds.audit.actors.with_consent, puts them there)."""
+    if record.malformed:
+        return ""
+    try:
+        from lxml import etree
+
+        root = etree.fromstring(record.message, etree.XMLParser(resolve_entities=False, no_network=True))
+    except Exception:
+        return ""
+    description = next((e.text or "" for e in root.iter() if isinstance(e.tag, str)
+                        and etree.QName(e).localname == "EventOutcomeDescription"), "").strip()
+    if description.startswith("access denied by consent: "):
+        return f"DENIED ({description.removeprefix('access denied by consent: ')})"
+    if description.startswith("break-glass"):
+        return f"BREAK-GLASS ({description.removeprefix('break-glass').lstrip(' :')})"
+    return ""
+
+
 def patient_report(patient: str, records) -> str:
     """The patient's access history: who, from which facility and system, when, what, which
-    documents; one line an event, in time order."""
+    documents; one line an event, in time order. Accesses denied by the patient's consent and
+    those granted by break-glass are flagged (`access_note`), and counted above the table."""
     if not records:
         return f"No audit record names patient {patient}."
     times = [r.event_time for r in records if r.event_time]
     span = f", {_when(min(times))} to {_when(max(times))}" if times else ""
     header = ("when (UTC)", "who", "reported by (facility)", "from (system, address)", "what", "documents")
     rows = []
+    flagged = {"DENIED": 0, "BREAK-GLASS": 0}
     for r in records:
         documents = r.documents or [f"submission set {value}" for value in r.values("submission_set")]
         origin = " ".join(value for value in (r.source_system, r.source_address) if value)
-        rows.append((_when(r.event_time), _user(r), _system(r), origin or "-",
-                     "(malformed message) " + r.malformed if r.malformed else _what(r),
-                     ", ".join(documents) or "-"))
-    return (f"Access history of patient {patient}: {len(records)} event(s){span}\n\n"
+        what = "(malformed message) " + r.malformed if r.malformed else _what(r)
+        note = access_note(r)
+        if note:
+            flagged[note.split(" ", 1)[0]] += 1
+            what = f"{note}: {what}"
+        rows.append((_when(r.event_time), _user(r), _system(r), origin or "-", what, ", ".join(documents) or "-"))
+    counts = "".join(f", {n} {name.lower()}" for name, n in flagged.items() if n)
+    return (f"Access history of patient {patient}: {len(records)} event(s){counts}{span}\n\n"
             + table(header, rows))

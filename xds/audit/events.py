@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from urllib.parse import urlsplit
 
+from xds.hl7v3.ns import INTERACTIONS
+
 __all__ = [
     "CONTEXT_FIELDS",
     "EVENTS",
@@ -69,6 +71,7 @@ __all__ = [
     "context_values",
     "outcome_indicator",
     "security_alert",
+    "user_authentication",
     "source_from_values",
     "source_values",
 ]
@@ -149,10 +152,12 @@ EXPORT = _dcm("110106", "Export")
 IMPORT = _dcm("110107", "Import")
 QUERY = _dcm("110112", "Query")
 SECURITY_ALERT = _dcm("110113", "Security Alert")
+USER_AUTHENTICATION = _dcm("110114", "User Authentication")
 
 # EventTypeCode
 APPLICATION_START = _dcm("110120", "Application Start")
 APPLICATION_STOP = _dcm("110121", "Application Stop")
+LOGIN = _dcm("110122", "Login")
 NODE_AUTHENTICATION = _dcm("110126", "Node Authentication")
 SOFTWARE_CONFIGURATION = _dcm("110131", "Software Configuration")
 USE_OF_RESTRICTED_FUNCTION = _dcm("110132", "Use of Restricted Function")
@@ -161,6 +166,13 @@ ITI_18 = _iti("ITI-18", "Registry Stored Query")
 ITI_41 = _iti("ITI-41", "Provide and Register Document Set-b")
 ITI_42 = _iti("ITI-42", "Register Document Set-b")
 ITI_43 = _iti("ITI-43", "Retrieve Document Set")
+ITI_44 = _iti("ITI-44", "Patient Identity Feed")
+ITI_45 = _iti("ITI-45", "PIX Query")
+ITI_47 = _iti("ITI-47", "Patient Demographics Query")
+PATIENT_RECORD = _dcm("110110", "Patient Record")
+ITI_62 = _iti("ITI-62", "Delete Document Set")
+ITI_86 = _iti("ITI-86", "Remove Documents")
+ITI_51 = _iti("ITI-51", "Multi-Patient Query")
 
 # RoleIDCode (DICOM CID 402)
 APPLICATION = _dcm("110150", "Application")
@@ -172,6 +184,7 @@ SOURCE = _dcm("110153", "Source Role ID")
 PATIENT_NUMBER = CodedValue("2", "RFC-3881", "Patient Number")
 REPORT_NUMBER = CodedValue("9", "RFC-3881", "Report Number")
 URI = CodedValue("12", "RFC-3881", "URI")
+REGISTRY_OBJECT = CodedValue("urn:ihe:iti:2017:ObjectRef", "IHE XDS Metadata", "registry object reference")
 SUBMISSION_SET = CodedValue("urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd", "IHE XDS Metadata",
                             "submission set classificationNode")
 
@@ -227,11 +240,14 @@ class DocumentRef:
 
 @dataclass(frozen=True)
 class HumanRequestor:
-    """The person behind a request when known (for example the XUA assertion's subject)."""
+    """The person behind a request when known: the user of a verified XUA assertion, whose
+    record ITI TF-2 3.40.4.2 gives (UserName alias<user@issuer>, the roles as RoleIDCode, the
+    purposes of use as the event's PurposeOfUse)."""
 
     user_id: str
     user_name: str = ""
     roles: tuple[CodedValue, ...] = ()
+    purposes_of_use: tuple[CodedValue, ...] = ()
 
 
 def _now() -> _dt.datetime:
@@ -268,10 +284,12 @@ class TransactionContext:
 # dict: the field names would add a fifth to an ITI-18 record's bytes and half again to the time
 # of encoding it (4.9 against 7.2 us, measured when JSON replaced marshal). The order is
 # CONTEXT_FIELDS: the plain values first (strings, None, the outcome), then those written as
-# lists (documents, the person and the roles, the time as microseconds since the epoch and its
-# UTC offset in microseconds, so the message writes the same EventDateTime) and the query
-# request in base64 (JSON has no bytes). Another order or another field is another layout of the
-# spool (xds.audit.trail._LAYOUT), and the trail must keep reading the old one.
+# lists (documents, the person with their roles and purposes of use, the time as microseconds
+# since the epoch and its UTC offset in microseconds, so the message writes the same
+# EventDateTime) and the query request in base64 (JSON has no bytes). Another order or another
+# field is another layout of the spool (xds.audit.trail._LAYOUT), and the trail must keep reading
+# the old one. (The purposes of use were appended to the person's list, which entries written
+# before them lack and are still read without: the layout's number stayed.)
 CONTEXT_FIELDS = (
     "action", "message_id", "reply_to", "client_address", "endpoint_url", "server_address", "outcome",
     "outcome_description", "patient_id", "submission_set_unique_id", "query_id", "query_encoding",
@@ -290,7 +308,8 @@ def context_values(ctx: TransactionContext) -> list:
     return [
         *_plain_values(ctx),
         [(d.unique_id, d.repository_unique_id, d.home_community_id) for d in ctx.documents],
-        None if person is None else (person.user_id, person.user_name, [_coded_values(r) for r in person.roles]),
+        None if person is None else (person.user_id, person.user_name, [_coded_values(r) for r in person.roles],
+                                     [_coded_values(p) for p in person.purposes_of_use]),
         ((time - _EPOCH) // _MICROSECOND, time.utcoffset() // _MICROSECOND),
         # _b64 as the message writes it: a str query (not bytes) comes back as the bytes whose
         # base64 the message would have held
@@ -302,8 +321,10 @@ def context_from_values(values: list) -> TransactionContext:
     """The TransactionContext context_values() was given."""
     *plain, documents, person, (instant, offset), query_request = values
     if person is not None:
-        user_id, user_name, roles = person
-        person = HumanRequestor(user_id, user_name, tuple(CodedValue(*role) for role in roles))
+        # [id, name, roles], and since XUA [id, name, roles, purposes of use]: both are read
+        user_id, user_name, roles, *purposes = person
+        person = HumanRequestor(user_id, user_name, tuple(CodedValue(*role) for role in roles),
+                                tuple(CodedValue(*purpose) for purpose in (purposes[0] if purposes else ())))
     return TransactionContext(
         **dict(zip(_PLAIN_FIELDS, plain, strict=True)),
         documents=tuple(DocumentRef(*document) for document in documents),
@@ -378,7 +399,52 @@ EVENTS: dict[tuple[str, str], EventSpec] = {
     ("ITI-43", "DocumentRepository"): EventSpec(
         EXPORT, "R", ITI_43, DESTINATION, SOURCE, "responder",
         ("patient?", "documents"), "ITI TF-2b 3.43.6.1.2"),
+    # Patient Identity Feed HL7 V3, at the PIX Manager: Patient Record, C for an add, U for a
+    # revise and for the survivor of a merge (EVENT_ACTIONS).
+    ("ITI-44", "PatientIdentifierCrossReferenceManager"): EventSpec(
+        PATIENT_RECORD, "C", ITI_44, SOURCE, DESTINATION, "responder",
+        ("patient", "hl7_message"), "ITI TF-2b 3.44.5.1.2"),
+    # PIXV3 Query, at the PIX Manager: Query, the id asked about and the query parameters.
+    ("ITI-45", "PatientIdentifierCrossReferenceManager"): EventSpec(
+        QUERY, "E", ITI_45, SOURCE, DESTINATION, "responder",
+        ("patient?", "pix_query"), "ITI TF-2b 3.45.5.1.2"),
+    # Patient Demographics Query HL7 V3, at the PDQ Supplier: Query and its parameters; a
+    # patient (0..n) in the records access control adds for a match left out (xds.consent).
+    ("ITI-47", "PatientDemographicsSupplier"): EventSpec(
+        QUERY, "E", ITI_47, SOURCE, DESTINATION, "responder",
+        ("patient?", "pdq_query"), "ITI TF-2b 3.47.5.1.2"),
+    # Delete Document Set, at the Document Registry: Patient Record, Delete; one participant
+    # object per registry object removed, by entryUUID (ITI TF-2b 3.62.5.1.2, RMD supplement).
+    ("ITI-62", "DocumentRegistry"): EventSpec(
+        PATIENT_RECORD, "D", ITI_62, SOURCE, DESTINATION, "responder",
+        ("patient?", "registry_objects"), "ITI TF-2b 3.62.5.1.2"),
+    # Remove Documents, at the Document Repository: Patient Record, Delete; the documents
+    # removed, by uniqueId with their repositoryUniqueId (RMD supplement 3.86.5.1.2).
+    ("ITI-86", "DocumentRepository"): EventSpec(
+        PATIENT_RECORD, "D", ITI_86, SOURCE, DESTINATION, "responder",
+        ("patient?", "documents"), "ITI TF-2b 3.86.5.1.2"),
+    # Multi-Patient Stored Query, at the Document Registry: Query, as ITI-18's; one record per
+    # patient (xds.audit.actors), its query narrowed to that patient (ITI TF-2b 3.51.5.1).
+    ("ITI-51", "DocumentRegistry"): EventSpec(
+        QUERY, "E", ITI_51, SOURCE, DESTINATION, "responder",
+        ("patient?", "multi_patient_query"), "ITI TF-2b 3.51.5.1"),
+    # PIXV3 Update Notification sent by the PIX Manager (xds.identity.notify): Patient Record,
+    # Update; the PIX Manager initiates (``client_address`` is its own, ``endpoint_url`` the
+    # consumer's); the patient and the HL7 message id (query_id) as for ITI-44.
+    ("ITI-46", "PatientIdentifierCrossReferenceManager"): EventSpec(
+        PATIENT_RECORD, "U", _iti("ITI-46", "PIX Update Notification"), SOURCE, DESTINATION, "initiator",
+        ("patient", "hl7_message"), "ITI TF-2b 3.46.5.1.1"),
+    # Update Document Set, at the Document Registry: Import, Update; the patient and the
+    # SubmissionSet that brought the update, as ITI-42 names them (ITI TF-2b 3.57.6.1.2).
+    ("ITI-57", "DocumentRegistry"): EventSpec(
+        IMPORT, "U", _iti("ITI-57", "Update Document Set"), SOURCE, DESTINATION, "responder",
+        ("patient", "submission_set"), "ITI TF-2b 3.57.6.1.2"),
 }
+
+
+#: EventActionCode by request, where one transaction has several (ITI-44: an add creates, a
+#: revise or a merge updates).
+EVENT_ACTIONS = {INTERACTIONS["PRPA_IN201302UV02"].action: "U", INTERACTIONS["PRPA_IN201304UV02"].action: "U"}
 
 
 # --- participant objects -----------------------------------------------------------------
@@ -414,7 +480,7 @@ def _submission_set(out: list[str], ctx: TransactionContext, required: bool) -> 
     _object(out, ctx.submission_set_unique_id, "2", "20", SUBMISSION_SET)
 
 
-def _query(out: list[str], ctx: TransactionContext, required: bool) -> None:
+def _query(out: list[str], ctx: TransactionContext, required: bool, *, type_code: CodedValue = ITI_18) -> None:
     if not ctx.query_id:
         if required:
             raise ValueError("this audit event needs the stored query id")
@@ -423,7 +489,7 @@ def _query(out: list[str], ctx: TransactionContext, required: bool) -> None:
                 _detail("QueryEncoding", ctx.query_encoding)]
     if ctx.home_community_id:
         children.append(_detail("urn:ihe:iti:xca:2010:homeCommunityId", ctx.home_community_id))
-    _object(out, ctx.query_id, "2", "24", ITI_18, *children)
+    _object(out, ctx.query_id, "2", "24", type_code, *children)
 
 
 def _documents(out: list[str], ctx: TransactionContext, required: bool) -> None:
@@ -438,11 +504,41 @@ def _documents(out: list[str], ctx: TransactionContext, required: bool) -> None:
         _object(out, document.unique_id, "2", "3", REPORT_NUMBER, *children)
 
 
+def _hl7_message(out: list[str], ctx: TransactionContext, required: bool) -> None:
+    """The HL7v3 message id (a detail of type II, where HL7 v2 records have MSH-10) in the
+    patient object just written: PIX and PDQ records name the message they audit."""
+    if ctx.query_id and out and out[-1] == "</ParticipantObjectIdentification>":
+        out.insert(len(out) - 1, _detail("II", ctx.query_id))
+
+
+def _hl7_query(out: list[str], ctx: TransactionContext, required: bool, *, type_code: CodedValue) -> None:
+    """ITI-45 / ITI-47 Query Parameters: the queryByParameter as received, and the message id
+    (type II)."""
+    children = [f"<ParticipantObjectQuery>{_b64(ctx.query_request)}</ParticipantObjectQuery>"]
+    if ctx.query_id:
+        children.append(_detail("II", ctx.query_id))
+    _object(out, "", "2", "24", type_code, *children)
+
+
+def _registry_objects(out: list[str], ctx: TransactionContext, required: bool) -> None:
+    """ITI-62: each registry object (DocumentEntry, SubmissionSet, Folder, Association) by its
+    entryUUID; the transaction's ``documents`` carry them (their unique_id is the entryUUID)."""
+    if required and not ctx.documents:
+        raise ValueError("this audit event needs at least one registry object")
+    for registry_object in ctx.documents:
+        _object(out, registry_object.unique_id, "2", "3", REGISTRY_OBJECT)
+
+
 _OBJECTS = {
     "patient": _patient,
     "submission_set": _submission_set,
     "query": _query,
     "documents": _documents,
+    "hl7_message": _hl7_message,
+    "pix_query": functools.partial(_hl7_query, type_code=ITI_45),
+    "pdq_query": functools.partial(_hl7_query, type_code=ITI_47),
+    "registry_objects": _registry_objects,
+    "multi_patient_query": functools.partial(_query, type_code=ITI_51),
 }
 
 
@@ -465,13 +561,17 @@ def _access_point_type(address: str) -> str:
 
 
 def _event(out: list[str], event_id: CodedValue, action: str, type_codes: Sequence[CodedValue],
-           outcome: EventOutcome, time: _dt.datetime, description: str = "") -> None:
+           outcome: EventOutcome, time: _dt.datetime, description: str = "",
+           purposes_of_use: Sequence[CodedValue] = ()) -> None:
     out.append(f'<EventIdentification EventActionCode="{action}" EventDateTime="{_datetime(time)}" '
                f'EventOutcomeIndicator="{int(outcome)}">{event_id.xml("EventID")}')
     for type_code in type_codes:
         out.append(type_code.xml("EventTypeCode"))
     if description:
         out.append(f"<EventOutcomeDescription>{_text(description)}</EventOutcomeDescription>")
+    # The XUA user's purposes of use (ITI TF-2 3.40.4.2; DICOM PS3.15 A.5's PurposeOfUse)
+    for purpose in purposes_of_use:
+        out.append(purpose.xml("PurposeOfUse"))
     out.append("</EventIdentification>")
 
 
@@ -515,8 +615,8 @@ def build(transaction: str, actor: str, ctx: TransactionContext, source: AuditSo
     spec = EVENTS[(transaction, actor)]
     outcome = outcome_indicator(ctx.outcome)
     out = [_DECLARATION]
-    _event(out, spec.event_id, spec.action, (spec.type_code,), outcome, ctx.time,
-           ctx.outcome_description)
+    _event(out, spec.event_id, EVENT_ACTIONS.get(ctx.action, spec.action), (spec.type_code,), outcome, ctx.time,
+           ctx.outcome_description, ctx.human_requestor.purposes_of_use if ctx.human_requestor else ())
     local_initiator = spec.auditor == "initiator"
     out.append(_participant(ctx.reply_to or WSA_ANONYMOUS, True, (spec.initiator_role,),
                                 alternative=ctx.process_id if local_initiator else "",
@@ -585,5 +685,25 @@ def security_alert(ctx: TransactionContext, source: AuditSource, *, reason: str,
                             address=_server_address(ctx)))
     out.append(_audit_source(source))
     _object(out, ctx.endpoint_url, "2", "13", URI, _detail("Alert Description", reason))
+    out.append(_END)
+    return "".join(out).encode("utf-8")
+
+
+def user_authentication(ctx: TransactionContext, source: AuditSource) -> bytes:
+    """User Authentication (110114) / Login (110122), DICOM PS3.15 A.5.3.12: a user's attempt
+    to authenticate, here by presenting an X-User Assertion (ITI TF-2 3.40.4.1.3). The person
+    authenticated or claimed is ``ctx.human_requestor`` (requestor, at ``client_address``;
+    "unknown" when nobody is named), the node that authenticated is this endpoint (at
+    ``endpoint_url``); ``ctx.outcome`` 0 for a user authenticated, 4, 8 or 12 for a refusal,
+    whose reason is ``ctx.outcome_description``. No participant object (A.5.3.12)."""
+    out = [_DECLARATION]
+    _event(out, USER_AUTHENTICATION, "E", (LOGIN,), outcome_indicator(ctx.outcome), ctx.time,
+           ctx.outcome_description)
+    person = ctx.human_requestor or HumanRequestor("unknown")
+    out.append(_participant(person.user_id, True, tuple(person.roles), name=person.user_name,
+                            address=ctx.client_address))
+    out.append(_participant(ctx.endpoint_url, False, alternative=ctx.process_id,
+                            address=_server_address(ctx)))
+    out.append(_audit_source(source))
     out.append(_END)
     return "".join(out).encode("utf-8")

@@ -1,6 +1,8 @@
 """The node's own audit events, not tied to a transaction: the application starting and
-stopping (DICOM 110100 Application Activity), and its configuration changing between two starts
-(110113 Security Alert, 110131 Software Configuration), as ATNA asks of a secure node.
+stopping (DICOM 110100 Application Activity), its configuration changing between two starts
+(110113 Security Alert, 110131 Software Configuration), as ATNA asks of a secure node, and a
+user's authentication refused (110114 User Authentication), as XUA asks of an X-Service
+Provider (ITI TF-2 3.40.4.1.3).
 
 A configuration change is found at start: the settings that shape what the node does are
 compared with those of the previous start, kept in data_dir/audit-configuration.json, and the
@@ -51,6 +53,17 @@ def started(trail: AuditTrail, settings: Settings, url: str) -> None:
             outcome_description="settings changed since the last start: " + ", ".join(changed))
         trail.record(events.security_alert(ctx, trail.source, reason=ctx.outcome_description,
                                            type_code=events.SOFTWARE_CONFIGURATION))
+
+
+def user_authentication(trail: AuditTrail, ctx: events.TransactionContext) -> None:
+    """Record a user's authentication at this node (DICOM 110114, Login): ``ctx.human_requestor``
+    the person authenticated or claimed, ``ctx.outcome`` and ``ctx.outcome_description`` how it
+    ended. XUA asks it of an X-Service Provider whose validation of an X-User Assertion fails:
+    "the ATNA Audit event for Authentication Failure shall be recorded according to ATNA rules"
+    (ITI TF-2 3.40.4.1.3), ATNA's event for a user's attempt to log on, successful or not, being
+    DICOM's User Authentication (PS3.15 A.5.3.12)."""
+    if trail.enabled:
+        trail.record(events.user_authentication(ctx, trail.source), ctx.outcome)
 
 
 def stopped(trail: AuditTrail) -> None:

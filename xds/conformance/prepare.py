@@ -61,6 +61,7 @@ class PrepareLog(TypedDict):
     AssignedUids: dict[str, str]  # object id as in the template -> its new uniqueId
     AssignedUuids: dict[str, str]  # symbolic id -> the urn:uuid that replaced it
     AssignedPatientId: str
+    AssignedSourceId: dict[str, str]  # SubmissionSet id as in the template -> the sourceId it got
 
 
 def prepare(
@@ -71,32 +72,38 @@ def prepare(
     new_unique_id: Callable[[], str],
     assign_uuids: bool,
     no_assign_uids: Collection[str] = (),
+    assign_uids: bool = True,
     new_uuid: Callable[[], str] | None = None,
 ) -> tuple[etree._Element, PrepareLog]:
     """Steps (b), (c) and (d) on a copy of `root`; the copy and the log.
 
     no_assign_uids: ids of objects that keep the uniqueId the template gives them (the plan's
         <NoAssignUids id="..."/>, used to resubmit a document under its earlier uniqueId).
+    assign_uids: False for <NoAssignUids/> without an id: every object keeps the uniqueId the
+        template gives it (a Metadata Update names the versions' uniqueIds itself).
     new_uuid: makes one urn:uuid; a random UUID by default (tests pass a predictable one).
     """
     tree = copy.deepcopy(root)
     _set_patient_ids(tree, patient_id)
-    unique_ids = _assign_unique_ids(tree, new_unique_id, keep=frozenset(no_assign_uids))
-    _set_source_ids(tree, source_id)
+    unique_ids = _assign_unique_ids(tree, new_unique_id, keep=frozenset(no_assign_uids)) if assign_uids else {}
+    source_ids = _set_source_ids(tree, source_id)
     uuids = _assign_uuids(tree, new_uuid or _random_uuid) if assign_uuids else {}
-    return tree, PrepareLog(AssignedUids=unique_ids, AssignedUuids=uuids, AssignedPatientId=patient_id)
+    return tree, PrepareLog(AssignedUids=unique_ids, AssignedUuids=uuids, AssignedPatientId=patient_id,
+                            AssignedSourceId=source_ids)
 
 
-def substitute(root: etree._Element, variables: Mapping[str, str]) -> etree._Element:
+def substitute(root: etree._Element, variables: Mapping[str, str], *, as_written: bool = False) -> etree._Element:
     """A copy of `root` with `$name$` placeholders filled, in attribute values and text.
 
     Keys may be written `name` or `$name$` (test plans write `useAs="$patientid$"` and
     `symbol="$ssuid$"`); a key with a leading `$` is used exactly as written, so the legacy
-    one-sided `$Folder01` symbols of some templates work too. Each placeholder is replaced once:
-    a value that itself contains `$...$` is not filled again. Unknown placeholders stay.
+    one-sided `$Folder01` symbols of some templates work too. as_written: every key is replaced
+    exactly as written, `$` or not, as the toolkit's Linkage does (15801 fills a bare
+    `Document01` through <UseId symbol="Document01">). Each placeholder is replaced once: a
+    value that itself contains `$...$` is not filled again. Unknown placeholders stay.
     """
     tree = copy.deepcopy(root)
-    _substitute_in_place(tree, variables)
+    _substitute_in_place(tree, variables if as_written else {_symbol(k): v for k, v in variables.items()})
     return tree
 
 
@@ -126,7 +133,7 @@ def _set_patient_ids(tree: etree._Element, patient_id: str) -> None:
         if identifier.get("identificationScheme") in PATIENT_ID_SCHEMES:
             identifier.set("value", patient_id)
     # Templates also write $patientid$ where no scheme says so (e.g. a sourcePatientInfo).
-    _substitute_in_place(tree, {"patientid": patient_id})
+    _substitute_in_place(tree, {"$patientid$": patient_id})
 
 
 # --- (c) uniqueIds and sourceId --------------------------------------------------------------
@@ -149,10 +156,13 @@ def _assign_unique_ids(
     return assigned
 
 
-def _set_source_ids(tree: etree._Element, source_id: str) -> None:
+def _set_source_ids(tree: etree._Element, source_id: str) -> dict[str, str]:
+    assigned: dict[str, str] = {}
     for identifier in _rim_elements(tree, {"ExternalIdentifier"}):
         if identifier.get("identificationScheme") == SOURCE_ID_SCHEME:
             identifier.set("value", source_id)
+            assigned[_owner_id(identifier) or source_id] = source_id
+    return assigned
 
 
 def _owner_id(identifier: etree._Element) -> str | None:
@@ -206,10 +216,11 @@ def _checked_uuid(value: str) -> str:
 
 # --- (e) placeholders ------------------------------------------------------------------------
 
-def _substitute_in_place(tree: etree._Element, variables: Mapping[str, str]) -> None:
-    if not variables:
+def _substitute_in_place(tree: etree._Element, symbols: Mapping[str, str]) -> None:
+    """Replace each key of `symbols`, exactly as written, in attribute values and text."""
+    symbols = {name: value for name, value in symbols.items() if name}
+    if not symbols:
         return
-    symbols = {_symbol(name): value for name, value in variables.items()}
     # Longest first, so that `$Folder01` never eats the start of `$Folder012`.
     pattern = re.compile("|".join(re.escape(symbol) for symbol in sorted(symbols, key=len, reverse=True)))
 
@@ -219,11 +230,12 @@ def _substitute_in_place(tree: etree._Element, variables: Mapping[str, str]) -> 
     for node in tree.iter():
         if isinstance(node.tag, str):
             for name, value in node.attrib.items():
-                if "$" in value:
-                    node.set(name, fill(value))
-            if node.text and "$" in node.text:
+                filled = fill(value)
+                if filled != value:
+                    node.set(name, filled)
+            if node.text:
                 node.text = fill(node.text)
-        if node is not tree and node.tail and "$" in node.tail:
+        if node is not tree and node.tail:
             node.tail = fill(node.tail)
 
 

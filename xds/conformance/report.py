@@ -14,6 +14,11 @@ steps with one reason share a block:
 
 The list only shrinks: a listed step that passes is an error too (`Comparison.fixed`), so the
 entry gets removed.
+
+Verdicts: PASS, FAIL, KNOWN (a listed failure), FIXED (listed, but passes) and SKIP (the runner
+could not carry out or check the step: a gap of the runner, never a failure of the system; JUnit
+<skipped> with the reason, the summary says why). A listed step that is skipped is "not run":
+the list cannot be checked for it.
 """
 
 from __future__ import annotations
@@ -88,7 +93,8 @@ class Comparison:
     new_failures: list[StepResult] = field(default_factory=list)  # failed, not listed
     known: list[StepResult] = field(default_factory=list)         # failed, listed
     fixed: list[StepResult] = field(default_factory=list)         # listed, but passed: shrink the list
-    not_run: list[str] = field(default_factory=list)              # listed, not in this run
+    not_run: list[str] = field(default_factory=list)              # listed, not in this run (or skipped)
+    skipped: list[StepResult] = field(default_factory=list)       # the runner could not carry them out
 
     @property
     def ok(self) -> bool:
@@ -99,8 +105,11 @@ def compare(results: Sequence[StepResult], known: Mapping[str, KnownFailure]) ->
     comparison = Comparison()
     seen = set()
     for result in results:
-        seen.add(result.name)
         listed = result.name in known
+        if result.skipped:
+            comparison.skipped.append(result)
+            continue
+        seen.add(result.name)
         if result.passed and listed:
             comparison.fixed.append(result)
         elif not result.passed:
@@ -110,7 +119,9 @@ def compare(results: Sequence[StepResult], known: Mapping[str, KnownFailure]) ->
 
 
 def verdict(result: StepResult, known: Mapping[str, KnownFailure] | None = None) -> str:
-    """PASS, FAIL, KNOWN (a listed failure) or FIXED (listed, but passes)."""
+    """PASS, FAIL, KNOWN (a listed failure), FIXED (listed, but passes) or SKIP."""
+    if result.skipped:
+        return "SKIP"
     listed = known is not None and result.name in known
     if result.passed:
         return "FIXED" if listed else "PASS"
@@ -129,8 +140,11 @@ def summary_table(results: Sequence[StepResult], known: Mapping[str, KnownFailur
             reason = f"known: {known[r.name].reason}"  # type: ignore[index]
         elif verdict(r, known) == "FIXED":
             reason = "passes now: remove it from the known failures"
-        if len(r.reasons) > 1:
-            reason += f" (+{len(r.reasons) - 1} more)"
+        elif verdict(r, known) == "SKIP":
+            reason = f"skipped: {r.skips[0]}"
+        more = len(r.reasons) - 1 if r.reasons else len(r.skips) - 1 if r.skipped else 0
+        if more > 0:
+            reason += f" (+{more} more)"
         rows.append((r.name, r.iti, verdict(r, known), _cut(reason, width)))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}".rstrip() for a, b, c, d in rows]
@@ -151,19 +165,25 @@ def conformance_table(results: Sequence[StepResult], known: Mapping[str, KnownFa
         transactions = ", ".join(dict.fromkeys(s.iti for s in steps if s.iti not in ("-",)))
         passed = sum(s.passed for s in steps)
         known_count = sum(1 for s in steps if verdict(s, known) == "KNOWN")
+        skipped = sum(1 for s in steps if s.skipped)
         if passed == len(steps):
             result = "pass"
-        elif passed + known_count == len(steps):
+        elif passed + known_count + skipped == len(steps) and known_count:
             result = f"known failures ({passed} of {len(steps)} steps pass)"
+        elif passed + skipped == len(steps):
+            result = f"skipped ({skipped} of {len(steps)} steps not run)"
         else:
             result = f"FAIL ({passed} of {len(steps)} steps pass)"
+        if skipped and not result.startswith("skipped"):
+            result += f", {skipped} skipped"
         lines.append(f"| {test} | {transactions or '-'} | {result} |")
     return "\n".join(lines) + "\n"
 
 
 def _counts(results: Sequence[StepResult], known: Mapping[str, KnownFailure] | None) -> dict[str, int]:
-    counts = {"passed": 0, "failed": 0, "known failures": 0, "fixed (listed but pass)": 0}
-    names = {"PASS": "passed", "FAIL": "failed", "KNOWN": "known failures", "FIXED": "fixed (listed but pass)"}
+    counts = {"passed": 0, "failed": 0, "known failures": 0, "fixed (listed but pass)": 0, "skipped": 0}
+    names = {"PASS": "passed", "FAIL": "failed", "KNOWN": "known failures", "FIXED": "fixed (listed but pass)",
+             "SKIP": "skipped"}
     for r in results:
         counts[names[verdict(r, known)]] += 1
     return counts
@@ -211,6 +231,11 @@ def junit_xml(results: Sequence[StepResult], known: Mapping[str, KnownFailure] |
             skipped.text = f"{entry.reason}\nIHE: {entry.ihe}\n\nfailure:\n" + "\n".join(r.reasons)
             suite.set("skipped", str(int(suite.get("skipped")) + 1))
             totals["skipped"] += 1
+        elif outcome == "SKIP":
+            skipped = etree.SubElement(case, "skipped", message=_cut(f"not run by this runner: {r.skips[0]}", 500))
+            skipped.text = "\n".join(r.skips)
+            suite.set("skipped", str(int(suite.get("skipped")) + 1))
+            totals["skipped"] += 1
         if r.notes:
             etree.SubElement(case, "system-out").text = "\n".join(r.notes)
     root.attrib.update({k: str(v) for k, v in totals.items()})
@@ -231,6 +256,7 @@ def step_log_text(result: StepResult, known: Mapping[str, KnownFailure] | None =
     if known is not None and result.name in known:
         lines += [f"known failure: {known[result.name].reason}", f"IHE: {known[result.name].ihe}"]
     lines += [f"reason: {reason}" for reason in result.reasons]
+    lines += [f"skipped: {skip}" for skip in result.skips]
     lines += [f"note: {note}" for note in result.notes]
     for number, exchange in enumerate(result.exchanges, 1):
         lines += ["", *_exchange_text(number, exchange)]
@@ -293,6 +319,9 @@ def comparison_text(comparison: Comparison, known: Mapping[str, KnownFailure]) -
         lines += [f"  {r.name}" for r in comparison.fixed]
     if comparison.not_run:
         lines.append(f"{len(comparison.not_run)} listed step(s) were not run: " + ", ".join(comparison.not_run))
+    if comparison.skipped:
+        lines.append(f"{len(comparison.skipped)} step(s) skipped (the runner could not carry them out):")
+        lines += [f"  {r.name}: {r.skips[0]}" for r in comparison.skipped]
     return "\n".join(lines) + ("\n" if lines else "")
 
 

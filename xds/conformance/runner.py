@@ -9,27 +9,38 @@ writing reports (`report`).
 
 Theory of operation. `Runner.run(tests)` takes tests in running order (`plan.discover` puts
 each after the tests it reads from) and runs every step of every section. A step:
-1. resolves its <UseId>/<UseReport> values from the run's log (`StepLog`, one per step run,
-   the toolkit's AssignedUids / AssignedUuids / AssignedPatientId sections and Reports); a
+1. resolves the values it reads from the run's log (`StepLog`, one per step run: the
+   toolkit's AssignedUids / AssignedUuids / AssignedPatientId / AssignedSourceId sections, its
+   Reports, the request and the response): <UseReport>, <UseId>, <UseXPath>, <UseObjectRef>,
+   <UseRepositoryUniqueId>, and the test's orchestration parameters (plan.TEST_PARAMETERS); a
    value that is missing fails the step before anything is sent, naming the step it needed;
 2. picks its patient: a <UseReport useAs="$patientid$">, else the test's patient (the patient
    of the test it takes its patient from, as 12346 takes 15818's; else one of its own, fed to
    the system before the test's first submission), or with <AltPatientId/> one never fed;
-3. builds the request: ebRIM 2.1 -> 3.0 when <XDSb/>, `$var$` filled, then `prepare` (patient,
-   new uniqueIds and sourceId, UUIDs when <AssignUuids/>); a placeholder left fails the step;
-4. sends it: SOAP 1.2 with WS-Addressing, MTOM/XOP for ITI-41 and ITI-43;
-5. checks status, error codes, wsa:Action, ExpectedContents, retrieved documents; evaluates
-   <Report>s; logs the step; then evaluates <Assertions> over the section's log (which now
-   holds this step, as the plans' XPath expects).
+3. builds the request as the toolkit's transaction of that kind does: a submission (ITI-42,
+   ITI-57, ITI-61, ITI-41) is translated from ebRIM 2.1 to 3.0 when <XDSb/>, its `$var$` filled,
+   then `prepare`d (patient, new uniqueIds and sourceId, UUIDs when <AssignUuids/>) unless
+   <ParseMetadata>False</ParseMetadata>; any other request (ITI-18, ITI-51, ITI-43, ITI-62,
+   ITI-86) goes as its template says with its `$var$` filled; a placeholder left fails the step;
+4. sends it to the registry or the repository endpoint: SOAP 1.2 with WS-Addressing, the
+   action from xds.transactions, MTOM/XOP for ITI-41 and ITI-43;
+5. checks status, error codes, wsa:Action, the response body, ExpectedContents, retrieved
+   documents; evaluates <Report>s; logs the step; then, if nothing failed, evaluates
+   <Assertions> over the section's log (which now holds this step, as the plans' XPath expects).
 A step that fails does not stop its section: later steps run, and fail with a reason that
 names the step whose value they missed.
 
-Nothing is skipped: a step whose transaction the system does not serve fails like any other
-(a SOAP fault or an HTTP error), so the known-failures list has to name it.
+Skips. What this runner cannot do is never reported as the system's failure: a step whose
+plan asks for something it does not carry out (a transaction for another actor, XDS.a, an
+action this build does not know) is not sent and is reported as skipped, saying why; a step
+with an expectation it cannot check (an unknown ExpectedContents kind) runs, and is skipped
+unless something else failed. A step that reads from a skipped step is skipped too.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import datetime as dt
 import ssl
@@ -48,50 +59,86 @@ from lxml import etree
 
 from xds.conformance import expect
 from xds.conformance.ebrim21 import RIM21, to_ebrim30
-from xds.conformance.plan import ReferenceMetadata, Section, Step, Test, Transaction, resolve_testdir
-from xds.conformance.prepare import PATIENT_ID_SCHEMES, placeholders, prepare, substitute, unique_id_sequence
+from xds.conformance.plan import (
+    TRANSACTIONS as PLAN_TRANSACTIONS,
+    DataRef,
+    ReferenceMetadata,
+    Section,
+    Step,
+    Test,
+    Transaction,
+    UseXPath,
+    resolve_testdir,
+)
+from xds.conformance.prepare import PATIENT_ID_SCHEMES, PLACEHOLDER, placeholders, prepare, substitute, unique_id_sequence
 from xds.ebrim import ns
 from xds.hl7v3.feed import pix_add_message
 from xds.soap import build_envelope, build_mtom, parse_response
 from xds.soap.fault import SoapFault
 from xds.soap.mtom import new_content_id, parse_content_type, root_part, split_multipart, xop_include
 from xds.soap.ns import SOAP12
-from xds.transactions import ITI_18, ITI_41, ITI_42, ITI_43, ITI_44_ADD
+from xds.transactions import ITI_44_ADD, REPOSITORY, TRANSACTIONS
 
-# The SOAP actions (ITI TF-2b 3.41-3.43, TF-2a 3.18), where each is sent, whether as MTOM, and
-# the response body it must come back with.
-REGISTER, STORED_QUERY = ITI_42.action, ITI_18.action
-PROVIDE_AND_REGISTER, RETRIEVE = ITI_41.action, ITI_43.action
 PIX_FEED = ITI_44_ADD
+
+LCM_SOR = f"{{{ns.LCM}}}SubmitObjectsRequest"
+LCM_REMOVE = f"{{{ns.LCM}}}RemoveObjectsRequest"
+PNR_REQUEST = f"{{{ns.XDSB}}}ProvideAndRegisterDocumentSetRequest"
+ADHOC_QUERY_REQUEST = f"{{{ns.QUERY}}}AdhocQueryRequest"
+RETRIEVE_REQUEST = f"{{{ns.XDSB}}}RetrieveDocumentSetRequest"
+REMOVE_DOCUMENTS_REQUEST = f"{{{ns.RMD}}}RemoveDocumentsRequest"
+_RIM = f"{{{ns.RIM}}}"
+_XDSB = f"{{{ns.XDSB}}}"
 
 
 @dataclass(frozen=True)
 class Route:
+    """How one IHE transaction is sent: its actions (from xds.transactions), the endpoint
+    (registry or repository), MTOM or not, the response bodies it may come back with and the
+    request element it sends."""
+
+    name: str
     action: str
+    response_action: str
     actor: str            # "registry" or "repository": which URL
     mtom: bool
     response_bodies: tuple[str, ...]
+    request: str
 
 
-ROUTES = {
-    REGISTER: Route(REGISTER, "registry", False, ("RegistryResponse",)),
-    STORED_QUERY: Route(STORED_QUERY, "registry", False, ("AdhocQueryResponse",)),
-    PROVIDE_AND_REGISTER: Route(PROVIDE_AND_REGISTER, "repository", True, ("RegistryResponse",)),
-    RETRIEVE: Route(RETRIEVE, "repository", True, ("RetrieveDocumentSetResponse",)),
+# The transactions this runner sends: IHE name -> (MTOM request, response bodies, request
+# element). Their actions, and the actor that answers (registry or repository), come from
+# xds.transactions, the one place they are written (ITI TF-2 3.18, 3.41-3.43, 3.51, 3.57, 3.61,
+# 3.62, 3.86; ITI TF-2 Appendix V).
+ROUTE_SHAPES = {
+    "ITI-42": (False, ("RegistryResponse",), LCM_SOR),
+    "ITI-57": (False, ("RegistryResponse",), LCM_SOR),
+    "ITI-61": (False, ("RegistryResponse",), LCM_SOR),
+    "ITI-18": (False, ("AdhocQueryResponse",), ADHOC_QUERY_REQUEST),
+    "ITI-51": (False, ("AdhocQueryResponse",), ADHOC_QUERY_REQUEST),
+    "ITI-62": (False, ("RegistryResponse",), LCM_REMOVE),
+    "ITI-41": (True, ("RegistryResponse",), PNR_REQUEST),
+    "ITI-43": (True, ("RetrieveDocumentSetResponse",), RETRIEVE_REQUEST),
+    "ITI-86": (False, ("RegistryResponse",), REMOVE_DOCUMENTS_REQUEST),
 }
-ACTION_OF = {
-    "RegisterTransaction": REGISTER,
-    "StoredQueryTransaction": STORED_QUERY,
-    "ProvideAndRegisterTransaction": PROVIDE_AND_REGISTER,
-    "RetrieveTransaction": RETRIEVE,
-}
 
-LCM_SOR = f"{{{ns.LCM}}}SubmitObjectsRequest"
-PNR_REQUEST = f"{{{ns.XDSB}}}ProvideAndRegisterDocumentSetRequest"
-ADHOC_QUERY_REQUEST = f"{{{ns.QUERY}}}AdhocQueryRequest"
-RETRIEVE_REQUEST = f"{{{ns.XDSB}}}RetrieveDocumentSetRequest"
-_RIM = f"{{{ns.RIM}}}"
-_XDSB = f"{{{ns.XDSB}}}"
+
+def _routes() -> dict[str, Route]:
+    routes: dict[str, Route] = {}
+    for t in TRANSACTIONS:
+        shape = ROUTE_SHAPES.get(t.name)
+        if shape is not None and t.name not in routes:
+            actor = "repository" if t.actor == REPOSITORY else "registry"
+            routes[t.name] = Route(t.name, t.action, t.response_action, actor, *shape)
+    return routes
+
+
+#: IHE name -> Route, for the transactions this build knows the actions of (a transaction
+#: without a row in xds.transactions, such as ITI-61, has none: its steps are skipped).
+ROUTES = _routes()
+ROUTES_BY_ACTION = {r.action: r for r in ROUTES.values()}
+REGISTER, STORED_QUERY = ROUTES["ITI-42"].action, ROUTES["ITI-18"].action
+PROVIDE_AND_REGISTER, RETRIEVE = ROUTES["ITI-41"].action, ROUTES["ITI-43"].action
 
 # The NIST affinity domain's assigning authority (the toolkit's default patients use it).
 NIST_AUTHORITY = "1.3.6.1.4.1.21367.13.20.1000"
@@ -269,9 +316,11 @@ class StepLog:
     kind: str
     expected_status: str | None = None
     passed: bool = False
+    skipped: bool = False
     patient_id: str | None = None                       # AssignedPatientId
     assigned_uids: dict[str, str] = field(default_factory=dict)   # AssignedUids
     assigned_uuids: dict[str, str] = field(default_factory=dict)  # AssignedUuids
+    assigned_source_ids: dict[str, str] = field(default_factory=dict)  # AssignedSourceId
     reports: dict[str, str] = field(default_factory=dict)
     input_metadata: etree._Element | None = None
     result: etree._Element | None = None
@@ -283,7 +332,9 @@ class StepLog:
 
 @dataclass
 class StepResult:
-    """The verdict of a step, with what was sent and received."""
+    """The verdict of a step, with what was sent and received. `reasons`: what failed (the
+    system's failures); `skips`: what this runner could not do or check. A step with reasons
+    failed; a step with only skips was skipped; a step with neither passed."""
 
     test: str
     section: str
@@ -295,10 +346,15 @@ class StepResult:
     exchanges: list[Exchange] = field(default_factory=list)
     seconds: float = 0.0
     goals: tuple[str, ...] = ()
+    skips: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return f"{self.test}/{self.section}/{self.step}"
+
+    @property
+    def skipped(self) -> bool:
+        return bool(self.skips) and not self.reasons
 
 
 @dataclass
@@ -324,8 +380,16 @@ class _Context:
     def fail(self, reason: str) -> None:
         self.result.reasons.append(reason)
 
+    def skip(self, reason: str) -> None:
+        self.result.skips.append(reason)
+
     def note(self, text: str) -> None:
         self.result.notes.append(text)
+
+    @property
+    def stopped(self) -> bool:
+        """Something failed or cannot be done: nothing more is sent for this step."""
+        return bool(self.result.reasons or self.result.skips)
 
 
 @dataclass
@@ -375,6 +439,7 @@ class Runner:
         self.results: list[StepResult] = []
         self.submitted: dict[str, expect.SubmittedDocument] = {}
         self.patients_of: dict[str, str] = {}  # test -> its patient, for reports
+        self.skipped_sections: dict[tuple[str, str], str] = {}  # (test, section) -> why
 
     # -- running ------------------------------------------------------------------------------
 
@@ -387,13 +452,15 @@ class Runner:
     def run_test(self, test: Test) -> list[StepResult]:
         results: list[StepResult] = []
         if test.problems:
-            results.append(self._record(StepResult(test.name, "", "(test)", "-", False, list(test.problems))))
+            self.skipped_sections[(test.name, "")] = "; ".join(test.problems)
+            results.append(self._record(StepResult(test.name, "", "(test)", "-", skips=list(test.problems))))
             return results
         patients = self._test_patient(test)
         for section in test.sections:
             if section.problems:
-                results.append(self._record(StepResult(test.name, section.name, "(section)", "-", False,
-                                                       list(section.problems))))
+                self.skipped_sections[(test.name, section.name)] = "; ".join(section.problems)
+                results.append(self._record(StepResult(test.name, section.name, "(section)", "-",
+                                                       skips=list(section.problems))))
                 continue
             if section.added:
                 note = "section run although index.idx leaves it out (conformance-data README, known oddities)"
@@ -407,7 +474,7 @@ class Runner:
         return results
 
     def _record(self, result: StepResult) -> StepResult:
-        result.passed = not result.reasons
+        result.passed = not result.reasons and not result.skips
         self.results.append(result)
         if self.on_step is not None:
             self.on_step(result)
@@ -428,7 +495,13 @@ class Runner:
             ctx.fail(f"the runner failed on this step: {type(exc).__name__}: {exc}")
             ctx.note(traceback.format_exc())
         finally:
-            log.passed = not result.reasons
+            # The toolkit reports the run's parameters as Reports of every step (BasicTransaction.
+            # reportManagerPostRun): 20001's queries read "$patientid$" from a step of their own test.
+            patient = ctx.variables.get("$patientid$") or patients.default
+            if patient:
+                log.reports.setdefault("$patientid$", patient)
+            log.passed = not result.reasons and not result.skips
+            log.skipped = result.skipped
             self.logs[(test.name, section.name, step.id)] = log
             result.seconds = time.monotonic() - started
         return result
@@ -437,29 +510,45 @@ class Runner:
         step, transaction = ctx.step, ctx.transaction
         if step.unsupported:
             for what in step.unsupported:
-                ctx.fail(f"the plan uses {what}, which this runner does not support")
+                ctx.skip(f"the plan uses {what}, which this runner does not carry out")
             return
-        if transaction is None:  # <NewPatientId/> alone
+        if step.new_patient_id:
             self._new_patient_step(ctx, patients)
+        if transaction is None:
+            if not step.new_patient_id:
+                ctx.skip("the step holds no transaction: nothing to send or check")
             return
-        if not transaction.xdsb and transaction.kind in ACTION_OF:
-            ctx.fail(f"<{transaction.kind}> without <XDSb/> is XDS.a, which this runner does not send")
-            return
+        for note in transaction.notes:
+            ctx.note(note)
+        kind = transaction.kind
+        route = None
+        if kind not in ("PatientIdentityFeedTransaction", "HttpTransaction", "NullTransaction"):
+            if not transaction.xdsb:
+                ctx.skip(f"<{kind}> without <XDSb/> is XDS.a, which this runner does not send")
+                return
+            iti = PLAN_TRANSACTIONS[kind]
+            route = ROUTES.get(iti)
+            if route is None:
+                ctx.skip(f"<{kind}> is {iti}, whose action this build does not know (no {iti} row in "
+                         "xds/transactions.py)")
+                return
         self._resolve_variables(ctx)
-        if ctx.result.reasons:
+        if ctx.stopped:
             return
         if transaction.wait_before_ms and self.wait:
             self.sleep(transaction.wait_before_ms / 1000)
-        handler = {
-            "RegisterTransaction": self._register,
-            "ProvideAndRegisterTransaction": self._provide_and_register,
-            "StoredQueryTransaction": self._stored_query,
-            "RetrieveTransaction": self._retrieve,
-            "HttpTransaction": self._http,
-            "PatientIdentityFeedTransaction": self._patient_feed_step,
-            "NullTransaction": self._null,
-        }[transaction.kind]
-        handler(ctx, patients)
+        if kind in ("RegisterTransaction", "MuTransaction", "RegisterODDETransaction"):
+            self._register(ctx, patients, route)
+        elif kind == "ProvideAndRegisterTransaction":
+            self._provide_and_register(ctx, patients, route)
+        elif route is not None:
+            self._send_template(ctx, route)
+        elif kind == "HttpTransaction":
+            self._http(ctx, patients)
+        elif kind == "PatientIdentityFeedTransaction":
+            self._patient_feed_step(ctx, patients)
+        else:  # NullTransaction: Reports and Assertions over what earlier steps logged
+            self._after(ctx, None)
 
     # -- values from the log ------------------------------------------------------------------
 
@@ -475,33 +564,20 @@ class Runner:
             "$now$": end_of_second.strftime("%Y%m%d%H%M%S"),
             "$lastyear$": last_year.strftime("%Y%m%d%H%M%S"),
             "$DATE$": now.strftime("%Y%m%d"),
+            "$AlternatePatientId$": self.alt_patient_id,
         }
         if self.endpoints.repository_unique_id:
             values["$repuid$"] = self.endpoints.repository_unique_id
         return values
 
     def _resolve_variables(self, ctx: _Context) -> None:
+        """The values of the step's Use... instructions, as the toolkit's Linkage and
+        UseReportManager take them from the logs of earlier steps: each symbol is then replaced
+        wherever it stands in the request (and in the assertions)."""
         transaction = ctx.transaction
         assert transaction is not None
         variables = self.builtins()
-        for use_id in transaction.all_use_ids():
-            test, section = resolve_testdir(ctx.test.name, ctx.section.name, use_id.testdir)
-            log = self._log_of(ctx, test, section, use_id.step, f"UseId {use_id.symbol}")
-            if log is None:
-                continue
-            if use_id.section == "AssignedPatientId":
-                value = log.patient_id
-            elif use_id.section == "AssignedUids":
-                value = log.assigned_uids.get(use_id.id)
-            else:
-                value = log.assigned_uuids.get(use_id.id)
-            if value is None:
-                known = sorted(log.assigned_uids if use_id.section == "AssignedUids" else log.assigned_uuids)
-                ctx.fail(f"UseId {use_id.symbol}: step {log.name} logged no {use_id.section} value for "
-                         f"{use_id.id!r} (it logged: {', '.join(known) or 'nothing'})")
-                continue
-            variables[use_id.symbol] = value
-        for use_report in transaction.use_reports:
+        for use_report in (*ctx.test.parameters, *transaction.use_reports):
             test = use_report.test or ctx.test.name
             section = ctx.section.name if use_report.section == "THIS" else use_report.section
             log = self._log_of(ctx, test, section, use_report.step, f"UseReport {use_report.report_name}")
@@ -513,13 +589,94 @@ class Runner:
                          f"(it reported: {', '.join(sorted(log.reports)) or 'nothing'})")
                 continue
             variables[use_report.use_as] = value
+        for use_id in transaction.all_use_ids():
+            if use_id.value is not None:  # <UseId symbol= value=>: the value itself
+                variables[use_id.symbol] = use_id.value
+                continue
+            log = self._step_log(ctx, use_id.testdir, use_id.step, f"UseId {use_id.symbol}")
+            if log is None:
+                continue
+            assigned = {"AssignedUids": log.assigned_uids, "AssignedUuids": log.assigned_uuids,
+                        "AssignedSourceId": log.assigned_source_ids}.get(use_id.section)
+            value = log.patient_id if use_id.section == "AssignedPatientId" else (assigned or {}).get(use_id.id)
+            if value is None:
+                logged = ", ".join(sorted(assigned or {})) or "nothing"
+                ctx.fail(f"UseId {use_id.symbol}: step {log.name} logged no {use_id.section} value for "
+                         f"{use_id.id!r} (it logged: {logged})")
+                continue
+            variables[use_id.symbol] = value
+        for use_xpath in transaction.use_xpaths:
+            value = self._use_xpath(ctx, use_xpath)
+            if value is not None:
+                variables[use_xpath.symbol] = value
+        for use_ref in transaction.use_object_refs:
+            log = self._step_log(ctx, use_ref.testdir, use_ref.step, f"UseObjectRef {use_ref.symbol}")
+            if log is None:
+                continue
+            refs = [] if log.result is None else expect.read_contents(log.result).object_refs
+            if use_ref.index >= len(refs):
+                ctx.fail(f"UseObjectRef {use_ref.symbol}: step {log.name} returned {len(refs)} ObjectRef(s), "
+                         f"not one at index {use_ref.index}")
+                continue
+            variables[use_ref.symbol] = refs[use_ref.index].get("id", "")
+        for use_repo in transaction.use_repository_unique_ids:
+            log = self._step_log(ctx, use_repo.testdir, use_repo.step, f"UseRepositoryUniqueId {use_repo.symbol}")
+            if log is None:
+                continue
+            found = set()
+            for entry in expect.read_contents(log.result).documents if log.result is not None else ():
+                found.add(_slot(entry, "repositoryUniqueId"))
+            if len(found) != 1 or None in found:
+                ctx.fail(f"UseRepositoryUniqueId {use_repo.symbol}: the DocumentEntries step {log.name} returned "
+                         f"name {len(found - {None})} repositoryUniqueId(s) (one is needed)")
+                continue
+            variables[use_repo.symbol] = found.pop()
         ctx.variables = variables
+
+    def _use_xpath(self, ctx: _Context, use: UseXPath) -> str | None:
+        """<UseXPath>: the string value of the XPath over a step's entry in its section's log
+        (the toolkit's TestStep element), or over an XML file."""
+        if use.file is not None:
+            try:
+                context = etree.parse(str(use.file), _PARSER).getroot()
+            except (OSError, etree.XMLSyntaxError) as exc:
+                ctx.fail(f"UseXPath {use.symbol}: cannot read {use.file}: {exc}")
+                return None
+        else:
+            log = self._step_log(ctx, use.testdir, use.step, f"UseXPath {use.symbol}")
+            if log is None:
+                return None
+            document = self.section_log(log.test, log.section)
+            context = next((e for e in document.getroot() if e.get("id") == log.step), document.getroot())
+        try:
+            value = str(context.xpath(f"string(({use.xpath}))"))
+        except etree.XPathError as exc:
+            ctx.fail(f"UseXPath {use.symbol}: {use.xpath!r} is not valid XPath 1.0 ({exc})")
+            return None
+        if use.decode_base64:
+            try:
+                value = base64.b64decode(value, validate=False).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError) as exc:
+                ctx.fail(f"UseXPath {use.symbol}: the value is not base64 text: {exc}")
+                return None
+        return value
+
+    def _step_log(self, ctx: _Context, testdir: str | None, step: str, what: str) -> StepLog | None:
+        test, section = resolve_testdir(ctx.test.name, ctx.section.name, testdir)
+        return self._log_of(ctx, test, section, step, what)
 
     def _log_of(self, ctx: _Context, test: str, section: str, step: str, what: str) -> StepLog | None:
         log = self.logs.get((test, section, step))
         if log is None:
-            ctx.fail(f"{what}: there is no log of step {test}/{section}/{step} in this run "
-                     f"(run test {test} first; `xds conformance run` adds the tests a test reads from)")
+            skipped = self.skipped_sections.get((test, section)) or self.skipped_sections.get((test, ""))
+            if skipped is not None:
+                ctx.skip(f"{what}: section {test}/{section} was skipped ({skipped})")
+            else:
+                ctx.fail(f"{what}: there is no log of step {test}/{section}/{step} in this run "
+                         f"(run test {test} first; `xds conformance run` adds the tests a test reads from)")
+            return None
+        if log.skipped:
+            ctx.skip(f"{what} comes from step {log.name}, which was skipped")
             return None
         if not log.passed:
             ctx.note(f"{what} comes from step {log.name}, which failed")
@@ -585,9 +742,9 @@ class Runner:
             ctx.result.exchanges.append(outcome.exchange)
             ctx.log.input_metadata, ctx.log.result = _element_of(outcome.exchange)
         ctx.note(outcome.detail)
-        expected = ctx.step.expected_status or "Success"
-        if outcome.ok != (expected == "Success"):
-            ctx.fail(f"Patient Identity Feed of {patient}: expected {expected}; {outcome.detail}")
+        expected = ctx.step.expected_statuses
+        if outcome.ok != ("Success" in expected):
+            ctx.fail(f"Patient Identity Feed of {patient}: expected {' or '.join(expected)}; {outcome.detail}")
         patients.fed = patients.fed or outcome.ok
         ctx.log.patient_id = patient
         ctx.log.reports["$patientid$"] = patient
@@ -614,21 +771,13 @@ class Runner:
             ctx.fail(f"{path} is not well-formed XML: {exc}")
         return None
 
-    def _submission(self, ctx: _Context, patients: _Patients, root: etree._Element) -> etree._Element | None:
-        """The toolkit's rewrites of a submission: 2.1 -> 3.0 (<XDSb/>), $vars$, then prepare."""
-        transaction = ctx.transaction
-        assert transaction is not None
-        if transaction.xdsb:
-            try:
-                root = to_ebrim30(root)
-            except ValueError as exc:
-                ctx.fail(f"cannot translate the ebRIM 2.1 metadata to 3.0: {exc}")
-                return None
-        root = substitute(root, ctx.variables)
-        patient = self._patient(ctx, patients)
-        if patient is None:
+    def _translated(self, ctx: _Context, root: etree._Element) -> etree._Element | None:
+        """ebRIM 2.1 -> 3.0 when the plan says <XDSb/> (a 3.0 template comes back as it is)."""
+        try:
+            return to_ebrim30(root)
+        except ValueError as exc:
+            ctx.fail(f"cannot translate the ebRIM 2.1 metadata to 3.0: {exc}")
             return None
-        return self._prepare(ctx, root, patient)
 
     def _prepare(self, ctx: _Context, root: etree._Element, patient: str) -> etree._Element:
         transaction = ctx.transaction
@@ -636,12 +785,14 @@ class Runner:
         tree, prepared = prepare(
             root, patient_id=patient, source_id=self.source_id, new_unique_id=self._new_unique_id,
             assign_uuids=transaction.assign_uuids, no_assign_uids=transaction.no_assign_uids,
+            assign_uids=transaction.assign_uids,
         )
         if transaction.no_patient_id:
             _restore_patient_ids(root, tree)
         ctx.log.patient_id = prepared["AssignedPatientId"]
         ctx.log.assigned_uids = dict(prepared["AssignedUids"])
         ctx.log.assigned_uuids = dict(prepared["AssignedUuids"])
+        ctx.log.assigned_source_ids = dict(prepared["AssignedSourceId"])
         # Reports the toolkit makes of every assignment (15816 and ReposAcceptanceTest read
         # "Document01_uid" and "myDocId1_uuid").
         ctx.log.reports.update({f"{k}_uid": v for k, v in prepared["AssignedUids"].items()})
@@ -656,21 +807,38 @@ class Runner:
         ctx.fail(f"placeholders left unfilled in the request: {', '.join(left)}{hint}")
         return False
 
+    def _expect_root(self, ctx: _Context, request: etree._Element, route: Route) -> bool:
+        if request.tag == route.request:
+            return True
+        ctx.fail(f"<{ctx.transaction.kind}> metadata must be {etree.QName(route.request).localname} "
+                 f"({etree.QName(route.request).namespace}) for {route.name}, not {request.tag}")
+        return False
+
     # -- transactions -------------------------------------------------------------------------
 
-    def _register(self, ctx: _Context, patients: _Patients) -> None:
-        root = self._template(ctx, ctx.transaction.metadata_file)
+    def _register(self, ctx: _Context, patients: _Patients, route: Route) -> None:
+        """A submission to the registry: ITI-42, ITI-57 (the toolkit's MuTransaction is its
+        RegisterTransaction with the Update Document Set action), ITI-61."""
+        transaction = ctx.transaction
+        root = self._template(ctx, transaction.metadata_file)
         if root is None:
             return
-        request = self._submission(ctx, patients, root)
-        if request is None or not self._no_placeholders(ctx, request):
+        if not transaction.parse_metadata:
+            # <ParseMetadata>False: no patient, uniqueIds nor UUIDs; only the values filled in.
+            self._send_template(ctx, route, root)
             return
-        if request.tag != LCM_SOR:
-            ctx.fail(f"RegisterTransaction metadata must be a SubmitObjectsRequest, not {request.tag}")
+        root = self._translated(ctx, root)
+        if root is None:
             return
-        self._send(ctx, ROUTES[REGISTER], request)
+        root = substitute(root, ctx.variables, as_written=True)
+        patient = self._patient(ctx, patients)
+        if patient is None:
+            return
+        request = self._prepare(ctx, root, patient)
+        if self._expect_root(ctx, request, route) and self._no_placeholders(ctx, request):
+            self._send(ctx, route, request)
 
-    def _provide_and_register(self, ctx: _Context, patients: _Patients) -> None:
+    def _provide_and_register(self, ctx: _Context, patients: _Patients, route: Route) -> None:
         transaction = ctx.transaction
         root = self._template(ctx, transaction.metadata_file)
         if root is None:
@@ -678,23 +846,21 @@ class Runner:
         if root.tag == PNR_REQUEST:
             request = root
         else:
-            if transaction.xdsb:
-                try:
-                    root = to_ebrim30(root)
-                except ValueError as exc:
-                    ctx.fail(f"cannot translate the ebRIM 2.1 metadata to 3.0: {exc}")
-                    return
+            root = self._translated(ctx, root)
+            if root is None:
+                return
             if root.tag != LCM_SOR:
                 ctx.fail(f"ProvideAndRegisterTransaction metadata must be a SubmitObjectsRequest or a "
                          f"ProvideAndRegisterDocumentSetRequest, not {root.tag}")
                 return
             request = etree.Element(PNR_REQUEST, nsmap={"xdsb": ns.XDSB})
             request.append(copy.deepcopy(root))
-        request = substitute(request, ctx.variables)
-        patient = self._patient(ctx, patients)
-        if patient is None:
-            return
-        request = self._prepare(ctx, request, patient)
+        request = substitute(request, ctx.variables, as_written=True)
+        if transaction.parse_metadata:
+            patient = self._patient(ctx, patients)
+            if patient is None:
+                return
+            request = self._prepare(ctx, request, patient)
         attachments = []
         documents: list[expect.SubmittedDocument] = []
         for doc_id, path in transaction.documents:
@@ -716,27 +882,22 @@ class Runner:
                 documents.append(expect.SubmittedDocument(unique_id, mime_type, data, ctx.log.name))
         if not self._no_placeholders(ctx, request):
             return
-        outcome = self._send(ctx, ROUTES[PROVIDE_AND_REGISTER], request, attachments)
+        outcome = self._send(ctx, route, request, attachments)
         if outcome is not None and outcome.status in (ns.SUCCESS, ns.PARTIAL_SUCCESS):
             self.submitted.update({d.unique_id: d for d in documents})
 
-    def _stored_query(self, ctx: _Context, patients: _Patients) -> None:
-        self._send_template(ctx, ADHOC_QUERY_REQUEST, "StoredQueryTransaction", "an AdhocQueryRequest", STORED_QUERY)
-
-    def _retrieve(self, ctx: _Context, patients: _Patients) -> None:
-        self._send_template(ctx, RETRIEVE_REQUEST, "RetrieveTransaction", "a RetrieveDocumentSetRequest", RETRIEVE)
-
-    def _send_template(self, ctx: _Context, tag: str, transaction: str, what: str, route: str) -> None:
-        """Send the step's request template as written, its $variables$ filled."""
-        root = self._template(ctx, ctx.transaction.metadata_file)
+    def _send_template(self, ctx: _Context, route: Route, root: etree._Element | None = None) -> None:
+        """Send the step's request template as written, its $variables$ filled (ITI-18, ITI-51,
+        ITI-43, ITI-62, ITI-86, and a submission with <ParseMetadata>False)."""
         if root is None:
-            return
-        request = substitute(root, ctx.variables)
-        if request.tag != tag:
-            ctx.fail(f"{transaction} metadata must be {what}, not {request.tag}")
-            return
-        if self._no_placeholders(ctx, request):
-            self._send(ctx, ROUTES[route], request)
+            root = self._template(ctx, ctx.transaction.metadata_file)
+            if root is None:
+                return
+        request = substitute(root, ctx.variables, as_written=True)
+        if ctx.transaction.clean_params:
+            _clean_params(request)
+        if self._expect_root(ctx, request, route) and self._no_placeholders(ctx, request):
+            self._send(ctx, route, request)
 
     def _http(self, ctx: _Context, patients: _Patients) -> None:
         """A complete HTTP body (PnrXop, PnrNoXop): sent with the plan's Content-Type, after the
@@ -745,9 +906,9 @@ class Runner:
         transaction = ctx.transaction
         content_type = dict(transaction.headers)["content-type"]
         media_type, params = parse_content_type(content_type)
-        route = ROUTES.get(params.get("action", ""))
+        route = ROUTES_BY_ACTION.get(params.get("action", ""))
         if route is None:
-            ctx.fail(f"HttpTransaction: the Content-Type names no known action: {content_type}")
+            ctx.skip(f"HttpTransaction: the Content-Type names no action this runner knows: {content_type}")
             return
         try:
             body = transaction.body_file.read_bytes()
@@ -767,7 +928,7 @@ class Runner:
         patient = self._patient(ctx, patients)
         if patient is None:
             return
-        rewritten = self._prepare(ctx, substitute(envelope, ctx.variables), patient)
+        rewritten = self._prepare(ctx, substitute(envelope, ctx.variables, as_written=True), patient)
         new_xml = etree.tostring(rewritten, xml_declaration=True, encoding="UTF-8")
         if body.count(xml) != 1:
             ctx.fail("HttpTransaction: cannot locate the envelope's bytes in the body to rewrite them")
@@ -779,15 +940,12 @@ class Runner:
         if url is not None:
             self._exchange(ctx, route, url, content_type, body)
 
-    def _null(self, ctx: _Context, patients: _Patients) -> None:
-        self._after(ctx, None)
-
     # -- sending and checking -----------------------------------------------------------------
 
     def _url(self, ctx: _Context, route: Route) -> str | None:
         url = self.endpoints.registry if route.actor == "registry" else self.endpoints.repository
         if not url:
-            ctx.fail(f"no {route.actor} endpoint given (--{route.actor} URL)")
+            ctx.skip(f"no {route.actor} endpoint given (--{route.actor} URL): {route.name} not sent")
         return url
 
     def _send(self, ctx: _Context, route: Route, request: etree._Element,
@@ -796,7 +954,8 @@ class Runner:
         url = self._url(ctx, route)
         if url is None:
             return None
-        envelope = build_envelope(request, route.action, to=url)
+        headers = [etree.fromstring(block) for block in ctx.transaction.soap_headers]
+        envelope = build_envelope(request, route.action, to=url, header_blocks=headers)
         if route.mtom:
             content_type, body = build_mtom(envelope, attachments, action=route.action)
         else:
@@ -828,29 +987,30 @@ class Runner:
         outcome = expect.read_outcome(message.body)
         ctx.log.result = message.body
         step = ctx.step
-        for failure in expect.check_status(step.expected_status or "Success", outcome):
+        for failure in expect.check_status(step.expected_statuses, outcome):
             ctx.fail(failure)
         for failure in expect.check_error_codes(step.expected_error_codes, step.expected_error_messages, outcome):
             ctx.fail(failure)
         if outcome.kind != "Fault":
-            for failure in expect.check_action(route.action + "Response", message.action):
+            for failure in expect.check_action(route.response_action, message.action):
                 ctx.fail(failure)
             for failure in expect.check_body_kind(route.response_bodies, outcome):
                 ctx.fail(failure)
-            if route.action == RETRIEVE:
+            if route.name == "ITI-43":
                 self._check_retrieved(ctx, message)
         self._after(ctx, outcome)
         return outcome
 
     def _after(self, ctx: _Context, outcome: expect.Outcome | None) -> None:
-        """ExpectedContents, Reports, then (with this step in the log) Assertions."""
+        """ExpectedContents, Reports, then (with this step in the log, and only if nothing
+        failed, as the toolkit's StepContext does) Assertions."""
         transaction = ctx.transaction
         assert transaction is not None
         if transaction.expected_contents and (outcome is None or outcome.kind != "Fault"):
             for failure in expect.check_contents(transaction.expected_contents, ctx.log.result, ctx.variables):
                 ctx.fail(failure)
         for report in transaction.reports:
-            element = ctx.log.input_metadata if report.section == "InputMetadata" else ctx.log.result
+            element = self._report_source(ctx.log, report.section)
             if element is None:
                 ctx.note(f"Report {report.name}: no {report.section} to read")
                 continue
@@ -863,17 +1023,51 @@ class Runner:
                 ctx.note(f"Report {report.name}: the XPath selects nothing in {report.section}")
             else:
                 ctx.log.reports[report.name] = value
-        if transaction.assertions:
-            unknown = [r for r in transaction.data_refs if r.file != "THIS"]
-            for ref in unknown:
-                ctx.fail(f"<DataRef file={ref.file!r}> is not supported (only THIS, the section's log)")
-            if not unknown:
-                # The step is in the section's log for its own assertions (12323, 12379 read it).
-                ctx.log.passed = not ctx.result.reasons
-                self.logs[(ctx.test.name, ctx.section.name, ctx.step.id)] = ctx.log
-                document = self.section_log(ctx.test.name, ctx.section.name)
-                for failure in expect.check_assertions(transaction.assertions, document, ctx.variables):
+        for what in transaction.unchecked:
+            ctx.skip(f"not checked: the plan uses {what}, which this runner does not know")
+        if transaction.assertions and not ctx.result.reasons:
+            # The step is in the section's log for its own assertions (12323, 12379 read it).
+            ctx.log.passed = True
+            self.logs[(ctx.test.name, ctx.section.name, ctx.step.id)] = ctx.log
+            sources = self._assertion_sources(ctx, transaction.data_refs)
+            if sources is not None:
+                data = expect.assertion_data(sources)
+                for failure in expect.check_assertions(transaction.assertions, data, ctx.variables):
                     ctx.fail(failure)
+
+    @staticmethod
+    def _report_source(log: StepLog, section: str) -> etree._Element | None:
+        if section == "InputMetadata":
+            return log.input_metadata
+        if section == "Result":
+            return log.result
+        return step_log_element(log).find(f"./*/{section}")
+
+    def _assertion_sources(self, ctx: _Context, refs: Sequence[DataRef]) -> list[tuple[str, etree._Element]] | None:
+        """The logs and files the <DataRef>s name (AssertionEngine.buildDataModel): THIS, the
+        section's log; a file of the plan (relative to the section's folder, TEST standing for
+        it); or another section's log ("../submit/log.xml")."""
+        sources = []
+        for ref in refs:
+            if ref.file == "THIS":
+                sources.append((ref.as_, self.section_log(ctx.test.name, ctx.section.name).getroot()))
+                continue
+            path = Path(ref.file.replace("TEST", str(ctx.section.path), 1))
+            path = path if path.is_absolute() else ctx.section.path / path
+            if path.is_file():
+                try:
+                    sources.append((ref.as_, etree.parse(str(path), _PARSER).getroot()))
+                except etree.XMLSyntaxError as exc:
+                    ctx.fail(f"<DataRef file={ref.file!r}> is not well-formed XML: {exc}")
+                    return None
+                continue
+            test, section = resolve_testdir(ctx.test.name, ctx.section.name, ref.file)
+            if not any(t == test and s == section for t, s, _ in self.logs):
+                ctx.skip(f"not checked: <DataRef file={ref.file!r}> names neither a file of the plan nor the log "
+                         "of a section of this run")
+                return None
+            sources.append((ref.as_, self.section_log(test, section).getroot()))
+        return sources
 
     def _check_retrieved(self, ctx: _Context, message) -> None:
         retrieved = []
@@ -894,19 +1088,22 @@ class Runner:
         references = []
         for reference in ctx.transaction.reference_documents:
             uid = expect.fill(reference.uid, ctx.variables)
+            path = reference.existing()
             try:
-                references.append((uid, reference.path.read_bytes(), reference.path.name))
+                references.append((uid, path.read_bytes(), path.name))
             except OSError as exc:
-                ctx.fail(f"cannot read ReferenceDocument {reference.path}: {exc.strerror or exc}")
+                ctx.fail(f"cannot read ReferenceDocument {path}: {exc.strerror or exc}")
         metadata = self._reference_metadata(ctx, ctx.transaction.reference_metadata)
-        for failure in expect.check_documents(retrieved, references, self.submitted, metadata):
+        all_expected = ctx.step.expected_statuses == ("Success",)
+        for failure in expect.check_documents(retrieved, references, self.submitted, metadata,
+                                              all_expected=all_expected,
+                                              mime_type=ctx.transaction.expected_mime_type):
             ctx.fail(failure)
 
     def _reference_metadata(self, ctx: _Context, reference: ReferenceMetadata | None) -> dict[str, etree._Element]:
         if reference is None:
             return {}
-        test, section = resolve_testdir(ctx.test.name, ctx.section.name, reference.testdir)
-        log = self._log_of(ctx, test, section, reference.step, "ReferenceMetadata")
+        log = self._step_log(ctx, reference.testdir, reference.step, "ReferenceMetadata")
         if log is None or log.result is None:
             return {}
         return {uid: entry for entry in log.result.iter(f"{_RIM}ExtrinsicObject") if (uid := _unique_id(entry))}
@@ -925,13 +1122,16 @@ class Runner:
 
 
 def step_log_element(log: StepLog) -> etree._Element:
-    element = etree.Element("TestStep", id=log.step, status="Pass" if log.passed else "Fail")
+    element = etree.Element("TestStep", id=log.step,
+                            status="Skip" if log.skipped else "Pass" if log.passed else "Fail")
     if log.expected_status:
         etree.SubElement(element, "ExpectedStatus").text = log.expected_status
     transaction = etree.SubElement(element, log.kind if log.kind.endswith("Transaction") else "Transaction")
     if log.patient_id:
-        etree.SubElement(transaction, "AssignedPatientId").text = log.patient_id
-    for name, values in (("AssignedUids", log.assigned_uids), ("AssignedUuids", log.assigned_uuids)):
+        etree.SubElement(etree.SubElement(transaction, "AssignedPatientId"), "Assign", symbol="PatientId",
+                         id=log.patient_id)
+    for name, values in (("AssignedUids", log.assigned_uids), ("AssignedUuids", log.assigned_uuids),
+                         ("AssignedSourceId", log.assigned_source_ids)):
         if values:
             holder = etree.SubElement(transaction, name)
             for key, value in values.items():
@@ -960,6 +1160,32 @@ def _restore_patient_ids(before: etree._Element, after: etree._Element) -> None:
                 new.set("value", value)
 
 
+def _clean_params(request: etree._Element) -> None:
+    """<CleanParams/> (StoredQueryTransaction.cleanSqParams): the AdhocQuery's attributes and
+    slot values that still hold a `$name$` are dropped, and a slot left without values with them."""
+    for query in request.iter(f"{_RIM}AdhocQuery"):
+        for name, value in list(query.attrib.items()):
+            if "$" in value:
+                del query.attrib[name]
+        for slot in query.findall(f"{_RIM}Slot"):
+            values = slot.find(f"{_RIM}ValueList")
+            if values is None:
+                continue
+            for value in values.findall(f"{_RIM}Value"):
+                if PLACEHOLDER.search(value.text or ""):
+                    values.remove(value)
+            if len(values) == 0:
+                query.remove(slot)
+
+
+def _slot(entry: etree._Element, name: str) -> str | None:
+    for slot in entry.findall(f"{_RIM}Slot"):
+        if slot.get("name") == name:
+            value = slot.findtext(f"{_RIM}ValueList/{_RIM}Value")
+            return value.strip() if value else None
+    return None
+
+
 def _unique_id(entry: etree._Element) -> str | None:
     for identifier in entry.findall(f"{_RIM}ExternalIdentifier"):
         if identifier.get("identificationScheme") == ns.DE_UNIQUE_ID:
@@ -981,6 +1207,6 @@ def _element_of(exchange: Exchange) -> tuple[etree._Element | None, etree._Eleme
 
 __all__ = [
     "CommandPatientFeed", "Endpoints", "Exchange", "FeedResult", "Hl7v3PatientFeed", "HttpReply", "HttpRequest",
-    "NoPatientFeed", "PatientFeed", "Runner", "StepLog", "StepResult", "StorePatientFeed", "Transport",
-    "http_transport", "step_log_element",
+    "NoPatientFeed", "PatientFeed", "ROUTES", "Route", "Runner", "StepLog", "StepResult", "StorePatientFeed",
+    "Transport", "http_transport", "step_log_element",
 ]

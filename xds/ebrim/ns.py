@@ -5,6 +5,8 @@ RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
 LCM = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
 QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
 XDSB = "urn:ihe:iti:xds-b:2007"
+#: IHE Remove Metadata and Documents (RMD): ITI-86 RemoveDocumentsRequest
+RMD = "urn:ihe:iti:rmd:2017"
 NSMAP = {"rim": RIM, "rs": RS, "lcm": LCM, "query": QUERY, "xdsb": XDSB}
 
 

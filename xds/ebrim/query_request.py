@@ -1,5 +1,5 @@
-"""query:AdhocQueryRequest, the request of Registry Stored Query (ITI-18), for clients: the
-command line and tests.
+"""query:AdhocQueryRequest, the request of Registry Stored Query (ITI-18) and Multi-Patient
+Stored Query (ITI-51), for clients (the command line and tests) and for the audit trail.
 
     adhoc_query_request(FIND_DOCUMENTS_ID, [("$XDSDocumentEntryPatientId", [quote(pid)]),
                                             ("$XDSDocumentEntryStatus", ["('urn:...:Approved')"])])
@@ -10,7 +10,10 @@ a name given twice makes two slots (the AND of the AND/OR parameters).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import copy
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -45,3 +48,25 @@ def adhoc_query_request(query_id: str, slots: Iterable[tuple[str, Sequence[str]]
         for value in values:
             etree.SubElement(value_list, ns.rim("Value")).text = value
     return request
+
+
+def with_each_value(request: etree._Element, slot_name: str, values: Iterable[str]) -> Iterator[bytes]:
+    """The AdhocQueryRequest serialized (as the audit trail keeps a query: standing alone, with
+    the namespace declarations it inherited) once for each of `values`, its slot `slot_name`
+    holding that value alone, as a one-value list: the query of one patient's audit record of a
+    multi-patient query. The request is serialized once; each value is put in its place."""
+    template = copy.deepcopy(request)
+    marker = f"@@{uuid.uuid4().hex}@@"
+    adhoc = template.find(ns.rim("AdhocQuery"))
+    for slot in () if adhoc is None else adhoc.iterchildren(ns.rim("Slot")):
+        if slot.get("name") == slot_name:
+            for child in list(slot):
+                slot.remove(child)
+            etree.SubElement(etree.SubElement(slot, ns.rim("ValueList")), ns.rim("Value")).text = marker
+            break
+    before, found, after = etree.tostring(template, encoding="UTF-8", with_tail=False).partition(marker.encode())
+    for value in values:
+        if not found:
+            yield before
+            continue
+        yield before + escape(quote_list([value]), {"\r": "&#13;"}).encode("utf-8") + after

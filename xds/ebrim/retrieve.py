@@ -47,9 +47,13 @@ def document_requests(request: etree._Element) -> list[DocumentRequest] | None:
     not one)."""
     if request.tag != RETRIEVE_REQUEST:
         return None
-    return [DocumentRequest(_text(item, "HomeCommunityId"), _text(item, "RepositoryUniqueId"),
-                            _text(item, "DocumentUniqueId"))
-            for item in request.iterchildren(DOCUMENT_REQUEST)]
+    return [document_request(item) for item in request.iterchildren(DOCUMENT_REQUEST)]
+
+
+def document_request(item: etree._Element) -> DocumentRequest:
+    """One xdsb:DocumentRequest (ITI-43's, and ITI-86's inside an rmd:RemoveDocumentsRequest)."""
+    return DocumentRequest(_text(item, "HomeCommunityId"), _text(item, "RepositoryUniqueId"),
+                           _text(item, "DocumentUniqueId"))
 
 
 def _text(item: etree._Element, name: str) -> str | None:

@@ -288,7 +288,7 @@ SUBMISSION_SET = ObjectLayout(
 FOLDER = ObjectLayout(
     what="Folder",
     tag=REGISTRY_PACKAGE,
-    attributes=_STATUS_AND_HOME,
+    attributes={"lid": ElementAttribute("logical_id"), **_STATUS_AND_HOME},
     slots={"lastUpdateTime": SlotAttribute("last_update_time")},
     codes={ns.FOL_CODE_LIST: CodedAttribute("codeList", "codes", multiple=True)},
     identifiers={
@@ -592,7 +592,7 @@ class _SubmissionReader:
             package = SubmissionSet(**common)
             self.submission_sets.append(object_id)
         else:
-            package = Folder(**common)
+            package = Folder(**common, version=contents.version)
         self.read_metadata(package, contents, layout)  # a second SubmissionSet's errors count too
         if layout is FOLDER:
             self.submission.folders.append(package)
@@ -958,10 +958,15 @@ def assign_uuids(parsed: ParsedSubmission,
 def plan_uuids(submission: Submission, new_uuid: Callable[[], str] = _new_uuid) -> dict[str, str]:
     """The first half of assign_uuids: the map old id -> new id, nothing changed yet."""
     mapping = {o.id: new_uuid() for o in submission.objects() if not is_uuid(o.id)}
-    for entry in submission.documents:
+    for entry in _versioned(submission):
         if entry.logical_id and not is_uuid(entry.logical_id) and entry.logical_id not in mapping:
             mapping[entry.logical_id] = new_uuid()
     return mapping
+
+
+def _versioned(submission: Submission) -> list[DocumentEntry | Folder]:
+    """The objects that have versions (ebRIM 3.0 lid and VersionInfo; ITI-57 updates them)."""
+    return [*submission.documents, *submission.folders]
 
 
 def rewrite_xml(elements: dict[str, etree._Element], submission: Submission, mapping: dict[str, str],
@@ -974,7 +979,7 @@ def rewrite_xml(elements: dict[str, etree._Element], submission: Submission, map
     for element in elements.values():
         _rewrite_element(element, mapping, new_uuid, kept)
     # ebRIM 3.0 versioning (used by ITI-57): the first version's lid is its own id.
-    for entry in submission.documents:
+    for entry in _versioned(submission):
         if not entry.logical_id:
             element = elements.get(entry.id)
             if element is not None:
@@ -985,13 +990,13 @@ def rewrite_model(parsed: ParsedSubmission, mapping: dict[str, str]) -> None:
     """The model half of assign_uuids: ids, references and lids; `parsed.elements` and
     `parsed.extra` are keyed by the new ids."""
     submission = parsed.submission
-    first_versions = [entry for entry in submission.documents if not entry.logical_id]
+    first_versions = [entry for entry in _versioned(submission) if not entry.logical_id]
     for obj in submission.objects():
         obj.id = mapping.get(obj.id, obj.id)
     for association in submission.associations:
         association.source = mapping.get(association.source, association.source)
         association.target = mapping.get(association.target, association.target)
-    for entry in submission.documents:
+    for entry in _versioned(submission):
         if entry.logical_id:
             entry.logical_id = mapping.get(entry.logical_id, entry.logical_id)
     for entry in first_versions:

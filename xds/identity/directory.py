@@ -9,8 +9,11 @@ PIX Manager's cross-references and merges.
   fill) resolves to itself; an id merged into another (retired) resolves to None, so a
   submission for it fails with XDSUnknownPatientId; so does an id nobody fed.
 * aliases: the ids whose documents a query for an id answers with: the id itself first, then
-  every id retired into it (ITI-44 merges, chains flattened). A retired id's aliases are itself
-  alone: its documents are found under its survivor.
+  every id retired into it (ITI-44 merges, chains flattened). A retired id has none: a query
+  for a subsumed id "shall return no results" (ITI TF-2a 3.18.4.1.2.3.9.1); its documents are
+  found under its survivor.
+* aliases_of: aliases() of many ids at once, in a few statements per thousand ids (a
+  Multi-Patient Stored Query may name tens of thousands of patients).
 * survivor: the id a retired id was merged into (None for an id not retired).
 
 All three read in the caller's session: inside the registry's write transaction, a feed
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from xds.identity import store
@@ -29,6 +32,7 @@ from xds.identity.store import RETIRED
 from xds.model.patient import PatientId
 from xds.model.person import Identifier
 from xds.store import patients
+from xds.store.db import chunked
 from xds.store.tables import IdentityPatientRow
 
 
@@ -39,6 +43,24 @@ def parse_cx(patient_id: str) -> Identifier | None:
     except ValueError:
         return None
     return Identifier(parsed.authority_oid, parsed.id)
+
+
+# The ids merged into an active id, in the order they were fed: one statement on the rows'
+# (root, extension) and merged_into indexes, not an ORM load of each row (aliases() runs for
+# every stored query by patient: 0.04 ms this way, 0.3 ms loading the rows).
+_survivor = IdentityPatientRow.__table__.alias("survivor")
+_merged = IdentityPatientRow.__table__.alias("merged")
+_MERGED_INTO = (select(_merged.c.root, _merged.c.extension)
+                .join(_survivor, _merged.c.merged_into == _survivor.c.pk)
+                .where(_survivor.c.root == bindparam("root"), _survivor.c.extension == bindparam("extension"),
+                       _survivor.c.status != RETIRED)
+                .order_by(_merged.c.pk))
+_RETIRED = select(_survivor.c.pk).where(_survivor.c.root == bindparam("root"),
+                                        _survivor.c.extension == bindparam("extension"), _survivor.c.status == RETIRED)
+_MERGED_INTO_MANY = (select(_survivor.c.extension, _merged.c.root, _merged.c.extension)
+                     .join(_survivor, _merged.c.merged_into == _survivor.c.pk)
+                     .where(_survivor.c.status != RETIRED)
+                     .order_by(_merged.c.pk))
 
 
 class IdentityDirectory:
@@ -52,12 +74,30 @@ class IdentityDirectory:
 
     def aliases(self, session: Session, patient_id: str) -> list[str]:
         identifier = parse_cx(patient_id)
-        row = store.get(session, identifier) if identifier is not None else None
-        if row is None or row.status == RETIRED:
+        if identifier is None:
             return [patient_id]
-        retired = session.scalars(select(IdentityPatientRow).where(IdentityPatientRow.merged_into == row.pk)
-                                  .order_by(IdentityPatientRow.pk))
-        return [patient_id, *(store.identifier(r).cx for r in retired)]
+        key = {"root": identifier.root, "extension": identifier.extension}
+        if session.execute(_RETIRED, key).first() is not None:
+            return []
+        merged = session.execute(_MERGED_INTO, key)
+        return [patient_id, *(Identifier(root, extension).cx for root, extension in merged)]
+
+    def aliases_of(self, session: Session, ids: Iterable[str]) -> dict[str, list[str]]:
+        parsed = {cx: parse_cx(cx) for cx in dict.fromkeys(ids)}
+        by_root: dict[str, list[str]] = {}
+        for identifier in {i for i in parsed.values() if i is not None}:
+            by_root.setdefault(identifier.root, []).append(identifier.extension)
+        merged: dict[Identifier, list[str]] = {}
+        for root, extensions in by_root.items():
+            for chunk in chunked(sorted(extensions)):
+                statement = (_MERGED_INTO_MANY.where(_survivor.c.root == root, _survivor.c.extension.in_(chunk)))
+                for extension, merged_root, merged_extension in session.execute(statement):
+                    merged.setdefault(Identifier(root, extension), []).append(
+                        Identifier(merged_root, merged_extension).cx)
+        retired = {i for i, row in store.get_many(session, [i for i in parsed.values() if i is not None]).items()
+                   if row.status == RETIRED}
+        return {cx: [] if i in retired else [cx, *merged.get(i, [])] if i is not None else [cx]
+                for cx, i in parsed.items()}
 
     def survivor(self, session: Session, patient_id: str) -> str | None:
         identifier = parse_cx(patient_id)

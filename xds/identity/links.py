@@ -102,12 +102,15 @@ def _by_demographics(session: Session, pk: int | None, record: PatientRecord, po
         family, _, whole = normaliser.name_keys(name)
         keys.update(family)
         keys.update(whole)
+    # From the birth date (ix_identity_patient_birth: about 30 patients a day in a million),
+    # each checked for a key (ix_identity_key_key: kind, key, patient_pk). Written as a join,
+    # SQLite (no statistics) started from the keys instead: every 佐藤 in the database, each
+    # looked up for its birth date, 0.1-1 s a feed at 1,000,000 patients against 0.3 ms.
+    P, K = IdentityPatientRow, IdentityKeyRow
     pks: set[int] = set()
     for chunk in chunked(sorted(keys)):
-        pks.update(session.scalars(select(IdentityKeyRow.patient_pk).where(
-            IdentityKeyRow.kind.in_((FAMILY, NAME)), IdentityKeyRow.key.in_(chunk))
-            .join(IdentityPatientRow, IdentityPatientRow.pk == IdentityKeyRow.patient_pk)
-            .where(IdentityPatientRow.birth_date == date, IdentityPatientRow.status == ACTIVE)))
+        named = select(K.patient_pk).where(K.patient_pk == P.pk, K.kind.in_((FAMILY, NAME)), K.key.in_(chunk))
+        pks.update(session.scalars(select(P.pk).where(P.birth_date == date, P.status == ACTIVE, named.exists())))
     pks.discard(pk)  # type: ignore[arg-type]
     full: dict[int, list[int]] = {}
     partial: list[int] = []

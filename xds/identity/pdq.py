@@ -23,7 +23,10 @@ order the patients were first fed, so that pages (offset, count) are stable for 
 protocol (QUQI_IN000003UV01_Continue: call again with the next offset).
 
 Speed: every parameter is an indexed column or search key (identity_key), so a query by family
-name is one index range scan of ix_identity_key_key, whatever else it has.
+name is one index range scan of ix_identity_key_key, whatever else it has. A search runs one
+statement per score tier (its count and its page together) and one for the patients found with
+their persons' ids: on PostgreSQL each statement is a round trip, which on a busy host costs
+more than the work. bench/pdq.py measures it over 1,000,000 patients (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import (ColumnElement, CompoundSelect, Select, and_, distinct, except_, func, intersect, literal,
-                        select, tuple_, union)
-from sqlalchemy import Table
+                        or_, select, tuple_, union, union_all)
+from sqlalchemy import Row, Table
 from sqlalchemy.orm import Session
 
 from xds.identity import records
@@ -97,32 +100,54 @@ def search(session: Session, query: PdqQuery, policy: IdentityPolicy, offset: in
            count: int | None = None) -> PdqPage:
     """The matches from `offset`, at most `count` of them (all when None)."""
     n = policy.normaliser
-    exact = _candidates(query, n, prefix=False)
+    dialect = session.get_bind().dialect.name
+    exact = _candidates(query, n, dialect, prefix=False)
     if exact is None:
         raise IdentityError("no-parameters", "the query has no parameter to match on")
-    tiers = [(EXACT_SCORE, exact)]
+    tiers: list[tuple[int, _Matching | None]] = [(EXACT_SCORE, exact)]
     if _has_search_names(query):
-        fuzzy = _candidates(query, n, prefix=True)
-        assert fuzzy is not None
-        rest = except_(fuzzy.pks, exact.pks).subquery()
-        pk = list(rest.c)[0]
-        tiers.append((PREFIX_SCORE, _Matching(select(pk), select(func.count()).select_from(rest),
-                                              select(pk).order_by(pk))))
+        tiers.append((PREFIX_SCORE, None))  # built once the exact tier is counted
     found: list[tuple[int, int]] = []  # (pk, score)
     total, skip = 0, offset
     for score, matching in tiers:
-        size = session.scalar(matching.count) or 0
-        total += size
+        if matching is None:
+            fuzzy = _candidates(query, n, dialect, prefix=True)
+            assert fuzzy is not None
+            # The prefix tier is what the prefix query finds beyond the exact tier. When the
+            # exact tier is empty (the usual SRCH query: a prefix shorter than any name) that
+            # is the prefix query itself, counted and paged from the index like any query,
+            # not an EXCEPT that collects every prefix match twice (count, then page).
+            matching = fuzzy if total == 0 else _beyond(fuzzy, exact)
         want = None if count is None else count - len(found)
-        if skip >= size or want == 0:
-            skip = max(0, skip - size)
-            continue
-        statement = matching.page.offset(skip)
-        if want is not None:
-            statement = statement.limit(want)
-        found += [(value, score) for value in session.scalars(statement)]
-        skip = 0
+        size, pks = _count_and_page(session, matching, skip, want)
+        total += size
+        found += [(pk, score) for pk in pks]
+        skip = max(0, skip - size)
     return PdqPage(total, offset, _matches(session, found, query))
+
+
+def _count_and_page(session: Session, matching: _Matching, skip: int, want: int | None) -> tuple[int, list[int]]:
+    """How many patients `matching` finds, and the pks of those from `skip` on (at most
+    `want`), in one statement: the count, then the page. On PostgreSQL each statement is a
+    round trip to the server, which on a busy host costs more than counting or paging do."""
+    if want == 0:
+        return session.scalar(matching.count) or 0, []
+    page = matching.page.offset(skip)
+    if want is not None:
+        page = page.limit(want)
+    listed = page.subquery()
+    both = union_all(select(literal(0).label("part"), matching.count.scalar_subquery().label("value")),
+                     select(literal(1), *listed.c))
+    # The page is in pk order (every _Matching.page is): ordering by value keeps it.
+    rows = session.execute(both.order_by(*both.selected_columns)).all()
+    return rows[0].value or 0, [row.value for row in rows[1:]]
+
+
+def _beyond(fuzzy: _Matching, exact: _Matching) -> _Matching:
+    """The patients `fuzzy` matches and `exact` does not."""
+    rest = except_(fuzzy.pks, exact.pks).subquery()
+    pk = list(rest.c)[0]
+    return _Matching(select(pk), select(func.count()).select_from(rest), select(pk).order_by(pk))
 
 
 @dataclass
@@ -135,7 +160,7 @@ class _Matching:
     page: Select
 
 
-def _candidates(query: PdqQuery, n: Normaliser, *, prefix: bool) -> _Matching | None:
+def _candidates(query: PdqQuery, n: Normaliser, dialect: str, *, prefix: bool) -> _Matching | None:
     """None when the query asks nothing.
 
     Retired patients have no search keys, so a query on keys alone (names, addresses,
@@ -144,7 +169,7 @@ def _candidates(query: PdqQuery, n: Normaliser, *, prefix: bool) -> _Matching | 
     that index (GROUP BY patient_pk in its order: a page of 100 of 130,000 "佐藤" in 0.1 ms).
     The others check the patient's columns."""
     P = IdentityPatientRow
-    keys, columns = _conditions(query, n, prefix=prefix)
+    keys, columns = _conditions(query, n, dialect, prefix=prefix)
     if not keys and not columns:
         return None
     if len(keys) == 1 and not columns and not isinstance(keys[0], CompoundSelect):
@@ -167,7 +192,8 @@ def _has_search_names(query: PdqQuery) -> bool:
     return any(SEARCH_USE in name.uses for name in names)
 
 
-def _conditions(query: PdqQuery, n: Normaliser, *, prefix: bool) -> tuple[list[Select], list[ColumnElement[bool]]]:
+def _conditions(query: PdqQuery, n: Normaliser, dialect: str, *,
+                prefix: bool) -> tuple[list[Select], list[ColumnElement[bool]]]:
     """The query as selects of patient pks from identity_key (all must hold) and conditions
     on identity_patient's columns. `prefix`: match SRCH names by prefix (else exactly)."""
     P = IdentityPatientRow
@@ -175,7 +201,7 @@ def _conditions(query: PdqQuery, n: Normaliser, *, prefix: bool) -> tuple[list[S
     conditions: list[ColumnElement[bool]] = []
 
     def any_group(groups: list[list[_Req]]) -> None:
-        selects = [_group(reqs) for reqs in groups if reqs]
+        selects = [_group(reqs, dialect) for reqs in groups if reqs]
         if not selects:
             conditions.append(literal(False))
         else:
@@ -233,11 +259,30 @@ def _name_requirements(name: PersonName, n: Normaliser, family: str, given: str,
 
 
 _KEYS: Table = IdentityKeyRow.__table__  # type: ignore[assignment]
+_PATIENTS: Table = IdentityPatientRow.__table__  # type: ignore[assignment]
 
 
-def _group(reqs: list[_Req]) -> Select:
-    # Core aliases, not ORM ones: building the statement is a good part of a query's time.
-    # Joins rather than EXISTS: the database then starts from whichever part is rarer.
+def _group(reqs: list[_Req], dialect: str) -> Select:
+    """The pks of the patients with one name (or address) that meets every requirement (a
+    patient may come more than once).
+
+    The parts of one name are entries of one (patient_pk, seq) in several ranges of
+    ix_identity_key_key, each range in (patient_pk, seq) order when its key is exact.
+    PostgreSQL merge-joins those ranges (a join on patient_pk and seq). SQLite has no merge
+    join and, with no statistics, starts the join from the first part and probes the primary
+    key for each of its entries (0.4-0.8 s for 佐藤 正 at 1,000,000 patients: 33,000 佐藤 spread
+    over 14 million entries); an INTERSECT ordered by (patient_pk, seq) it does merge, reading
+    each range once in index order (a few ms for 佐藤 正, whichever part is rarer).
+    """
+    # Core tables and aliases, not ORM ones: building the statement is a good part of a
+    # query's time.
+    if len(reqs) > 1 and dialect == "sqlite":
+        merged = intersect(*(select(_KEYS.c.patient_pk, _KEYS.c.seq).where(_match(_KEYS.c, req)) for req in reqs))
+        # LIMIT -1 (none): SQLite drops the ORDER BY of a subquery without a LIMIT when the
+        # outer query orders too (the page does), and without it intersects through a
+        # temporary b-tree instead of merging.
+        name = merged.order_by(*merged.selected_columns).limit(-1).subquery("k")
+        return select(name.c.patient_pk).select_from(name)
     first = _KEYS.alias("k0")
     joined = first
     conditions = [_match(first.c, reqs[0])]
@@ -261,15 +306,20 @@ def _match(k, req: _Req) -> ColumnElement[bool]:
 def _matches(session: Session, found: list[tuple[int, int]], query: PdqQuery) -> list[PdqMatch]:
     if not found:
         return []
-    P = IdentityPatientRow
-    # Plain rows, not ORM objects: a page of 100 is read in about a millisecond.
-    rows = {r.pk: r for r in session.execute(select(P.pk, P.root, P.extension, P.person_id, P.record)
-                                             .where(P.pk.in_([pk for pk, _ in found])))}
-    persons = sorted({r.person_id for r in rows.values()})
+    P, F = IdentityPatientRow, _PATIENTS.alias("found")
+    # The patients found and every active patient of their persons, in one statement (one
+    # round trip); plain rows, not ORM objects: a page of 100 is read in about a millisecond.
+    # A patient found is read even when a merge retired it since (PostgreSQL: each statement
+    # sees the latest commits), so that the page stays whole.
+    pks = [pk for pk, _ in found]
+    rows: dict[int, Row] = {}
     members: dict[int, list[tuple[int, Identifier]]] = {}
-    for m in session.execute(select(P.pk, P.root, P.extension, P.person_id)
-                             .where(P.person_id.in_(persons), P.status == ACTIVE).order_by(P.pk)):
-        members.setdefault(m.person_id, []).append((m.pk, Identifier(m.root, m.extension)))
+    for m in session.execute(select(P.pk, P.root, P.extension, P.person_id, P.status, P.record).where(
+            P.person_id.in_(select(F.c.person_id).where(F.c.pk.in_(pks))),
+            or_(P.status == ACTIVE, P.pk.in_(pks))).order_by(P.pk)):
+        rows[m.pk] = m
+        if m.status == ACTIVE:
+            members.setdefault(m.person_id, []).append((m.pk, Identifier(m.root, m.extension)))
     wanted = list(dict.fromkeys(query.scoping_organizations))
     matches = []
     for pk, score in found:

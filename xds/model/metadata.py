@@ -146,6 +146,10 @@ class Folder:
     unique_id: str | None = None
     patient_id: str | None = None
     last_update_time: str | None = None
+    #: Metadata Update (ITI-57): the logicalID (lid) shared by a Folder's versions, and this
+    #: version's versionName, as DocumentEntry has them.
+    logical_id: str | None = None
+    version: str | None = None
     codes: list[Code] = field(default_factory=list)
     title: str | None = None
     comments: str | None = None

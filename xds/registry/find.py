@@ -46,9 +46,29 @@ One place per concept, shared by all queries:
   case-sensitive on both databases; the escape character and, on SQLite, GLOB's own specials
   are escaped so that nothing else in a value acts as a wildcard.
 
+- `patient_is`: a query for a patient finds the objects of every id the patient directory
+  gives for it (the id and the ids merged into it, ITI TF-2a 3.18.4.1.2.3.9.1; `query` asks the
+  directory): `patient_id = ?` for one id, an IN list (`one_of`) for several. A Multi-Patient
+  Stored Query's patients and their merged ids are one such list, however long.
+
+- `visible_only` (access control, xds.consent): a query that names no patient (the Get queries,
+  a multi-patient query naming none) is narrowed to the objects of the patients the caller may
+  see. The objects its conditions find are read first without their XML (entryUUID and patient
+  id; an Association's two ends), the patients of Associations' ends looked up (an end may be
+  an Association itself: a SubmissionSet's HasMember of a Folder's HasMember), the patients
+  decided together; an object is visible when its patient is, an Association when both its ends
+  are (an end this registry does not hold is no patient's). When something is hidden, each
+  kind's condition gets `entryUUID IN (the visible ones)`, so the limits of `load` count the
+  visible objects only, as a registry holding nothing else would.
+
 The leading index of document_entry is (patient_id, status, object_type, creation_time,
 entry_uuid): FindDocuments' equality and IN conditions come first, the creation time range
-narrows within it, and every other check is a probe keyed by entry_uuid.
+narrows within it, and every other check is a probe keyed by entry_uuid. An IN list of patient
+ids keeps that index (SQLite: one search of it per id of the list, inline or from json_each;
+PostgreSQL: an index scan with `patient_id = ANY(...)`); so do folder and submission_set with
+their (patient_id, status) indexes. A multi-patient query that names no patient is driven by
+its first code parameter instead (`_driving_codes`): the object_code index
+(attribute, code, object_uuid) finds the entries holding the code, not a scan of every entry.
 """
 
 from __future__ import annotations
@@ -247,6 +267,15 @@ def _glob(pattern: str) -> str:
     return "".join(out)
 
 
+def patient_is(column: Any, patient: str | Sequence[str], dialect: str) -> ColumnElement[bool]:
+    """The object's patient id is `patient`, or one of a list of them (see the docstring)."""
+    if isinstance(patient, str):
+        return column == patient
+    if len(patient) == 1:
+        return column == patient[0]
+    return one_of(column, patient, dialect)
+
+
 def _in(column: Any, values: Sequence[str] | None, dialect: str) -> list:
     return [one_of(column, values, dialect)] if values else []
 
@@ -271,13 +300,14 @@ def _as_list(value: str | list[str] | None) -> list[str] | None:
 # --- the DocumentEntry filters (FindDocuments and the queries that share its parameters) ------
 
 
-def document_entries(p: Params, dialect: str, *, patient: str | None = None,
-                     statuses: Sequence[str] | None = None) -> list:
-    """The conditions on document_entry of the DocumentEntry parameters present in `p`."""
+def document_entries(p: Params, dialect: str, *, patient: str | Sequence[str] | None = None,
+                     statuses: Sequence[str] | None = None, driving: str | None = None) -> list:
+    """The conditions on document_entry of the DocumentEntry parameters present in `p`; the
+    code parameter named `driving` is written to drive the search (`_driving_codes`)."""
     owner = D.entry_uuid
     conditions: list = []
     if patient is not None:
-        conditions.append(D.patient_id == patient)
+        conditions.append(patient_is(D.patient_id, patient, dialect))
     conditions += _in(D.status, statuses, dialect)
     conditions += _in(D.object_type, p.get("$XDSDocumentEntryType"), dialect)
     conditions += time_range(D.creation_time, p.get("$XDSDocumentEntryCreationTimeFrom"),
@@ -295,7 +325,10 @@ def document_entries(p: Params, dialect: str, *, patient: str | None = None,
         ("$XDSDocumentEntryEventCodeList", CodeAttribute.EVENT, True),
         ("$XDSDocumentEntryConfidentialityCode", CodeAttribute.CONFIDENTIALITY, True),
     ):
-        conditions += code_parameter(owner, attribute, p.get(name), dialect, and_or)
+        if name == driving:
+            conditions += _driving_codes(owner, attribute, p[name], dialect, and_or)
+        else:
+            conditions += code_parameter(owner, attribute, p.get(name), dialect, and_or)
     if p.get("$XDSDocumentEntryAuthorPerson"):
         conditions.append(author_person(owner, p["$XDSDocumentEntryAuthorPerson"], dialect))
     if p.get("$XDSDocumentEntryReferenceIdList"):
@@ -303,6 +336,17 @@ def document_entries(p: Params, dialect: str, *, patient: str | None = None,
         conditions.append(has_one_of(r, owner, column=r.value, values=p["$XDSDocumentEntryReferenceIdList"],
                                      dialect=dialect))
     return conditions
+
+
+def _driving_codes(owner: Any, attribute: CodeAttribute, value: list, dialect: str, and_or: bool) -> list:
+    """A code parameter as `entryUUID IN (the objects holding one of the codes)`, searched in
+    the object_code index by code: for a query with nothing narrower to start from (a
+    multi-patient query naming no patient), where probing every entry's codes would read the
+    whole registry. An AND/OR parameter drives with its first slot; the others stay probes."""
+    groups = value if and_or else [value]
+    c = ObjectCodeRow
+    holders = _ids(c.object_uuid, c.attribute == attribute.value, one_of(c.code, groups[0], dialect))
+    return [owner.in_(holders), *(codes(owner, attribute, group, dialect) for group in groups[1:])]
 
 
 # --- the stored queries (ITI TF-2 3.18.4.1.2.3.7) ------------------------------------------------
@@ -316,7 +360,7 @@ def find_documents(p: Params, dialect: str) -> Selection:
 
 def find_submission_sets(p: Params, dialect: str) -> Selection:
     """3.18.4.1.2.3.7.2 FindSubmissionSets."""
-    conditions = [S.patient_id == p["$XDSSubmissionSetPatientId"],
+    conditions = [patient_is(S.patient_id, p["$XDSSubmissionSetPatientId"], dialect),
                   one_of(S.status, p["$XDSSubmissionSetStatus"], dialect)]
     conditions += _in(S.source_id, p.get("$XDSSubmissionSetSourceId"), dialect)
     conditions += time_range(S.submission_time, p.get("$XDSSubmissionSetSubmissionTimeFrom"),
@@ -330,11 +374,20 @@ def find_submission_sets(p: Params, dialect: str) -> Selection:
 
 def find_folders(p: Params, dialect: str) -> Selection:
     """3.18.4.1.2.3.7.3 FindFolders."""
-    conditions = [F.patient_id == p["$XDSFolderPatientId"], one_of(F.status, p["$XDSFolderStatus"], dialect)]
+    return {FOL: and_(*_folders(p, dialect, p["$XDSFolderPatientId"]))}
+
+
+def _folders(p: Params, dialect: str, patient: str | Sequence[str] | None) -> list:
+    conditions = [] if patient is None else [patient_is(F.patient_id, patient, dialect)]
+    conditions.append(one_of(F.status, p["$XDSFolderStatus"], dialect))
     conditions += time_range(F.last_update_time, p.get("$XDSFolderLastUpdateTimeFrom"),
                              p.get("$XDSFolderLastUpdateTimeTo"))
-    conditions += code_parameter(F.entry_uuid, CodeAttribute.FOLDER, p.get("$XDSFolderCodeList"), dialect, and_or=True)
-    return {FOL: and_(*conditions)}
+    if patient is None and p.get("$XDSFolderCodeList"):
+        conditions += _driving_codes(F.entry_uuid, CodeAttribute.FOLDER, p["$XDSFolderCodeList"], dialect, True)
+    else:
+        conditions += code_parameter(F.entry_uuid, CodeAttribute.FOLDER, p.get("$XDSFolderCodeList"), dialect,
+                                     and_or=True)
+    return conditions
 
 
 def get_all(p: Params, dialect: str) -> Selection:
@@ -342,9 +395,13 @@ def get_all(p: Params, dialect: str) -> Selection:
     the Associations between them (those to an Association too: a SubmissionSet's HasMember of
     a Folder's HasMember)."""
     patient = p["$patientId"]
-    documents = and_(*document_entries(p, dialect, patient=patient, statuses=p["$XDSDocumentEntryStatus"]))
-    submission_sets = and_(S.patient_id == patient, one_of(S.status, p["$XDSSubmissionSetStatus"], dialect))
-    folders = and_(F.patient_id == patient, one_of(F.status, p["$XDSFolderStatus"], dialect))
+    # The associations follow the objects this level sees (an older version's are left out).
+    documents = and_(*document_entries(p, dialect, patient=patient, statuses=p["$XDSDocumentEntryStatus"]),
+                     *_seen(DE, p))
+    submission_sets = and_(patient_is(S.patient_id, patient, dialect),
+                           one_of(S.status, p["$XDSSubmissionSetStatus"], dialect))
+    folders = and_(patient_is(F.patient_id, patient, dialect), one_of(F.status, p["$XDSFolderStatus"], dialect),
+                   *_seen(FOL, p))
     objects = union(
         select(D.entry_uuid.label("id")).where(documents),
         select(S.entry_uuid.label("id")).where(submission_sets),
@@ -371,12 +428,11 @@ def _documents_by_id(p: Params, dialect: str) -> ColumnElement[bool]:
 
 
 def get_folders(p: Params, dialect: str) -> Selection:
-    """3.18.4.1.2.3.7.6 GetFolders. Without Document Metadata Update a Folder's logicalID is
-    its entryUUID."""
+    """3.18.4.1.2.3.7.6 GetFolders (a Folder's versions share its logicalID)."""
     return {FOL: _either(*(one_of(column, _as_list(p[name]), dialect) if name in p else None for name, column in (
         ("$XDSFolderEntryUUID", F.entry_uuid),
         ("$XDSFolderUniqueId", F.unique_id),
-        ("$XDSFolderLogicalID", F.entry_uuid),
+        ("$XDSFolderLogicalID", F.logical_id),
     )))}
 
 
@@ -428,8 +484,9 @@ def _package_and_contents(package_uuid: Any, package: ColumnElement[bool], kind:
                           dialect: str, *, with_member_associations: bool) -> Selection:
     package_ids = _ids(package_uuid, package)
     a2 = A.__table__.alias("membership")
-    members = _ids(a2.c.target, a2.c.source.in_(package_ids), a2.c.type == HAS_MEMBER)
-    filters = document_entries(p, dialect)
+    members = _ids(a2.c.target, a2.c.source.in_(package_ids), a2.c.type == HAS_MEMBER, *_visible(a2, p))
+    # A member that this level does not see (an older version) is left out, with its associations.
+    filters = document_entries(p, dialect) + _seen(DE, p)
     documents = and_(D.entry_uuid.in_(members), *filters)
     selection: Selection = {kind: package, DE: documents}
     own_hasmember = and_(A.source.in_(package_ids), A.type == HAS_MEMBER)
@@ -458,7 +515,7 @@ def _rebind(conditions: list, alias: Any) -> list:
 def get_folders_for_document(p: Params, dialect: str) -> Selection:
     """3.18.4.1.2.3.7.12 GetFoldersForDocument: the Folders with a HasMember of the document."""
     documents = _ids(D.entry_uuid, _documents_by_id(p, dialect))
-    holders = _ids(A.source, A.type == HAS_MEMBER, A.target.in_(documents))
+    holders = _ids(A.source, A.type == HAS_MEMBER, A.target.in_(documents), *_visible(A.__table__, p))
     return {FOL: F.entry_uuid.in_(holders)}
 
 
@@ -478,12 +535,36 @@ def get_related_documents(p: Params, dialect: str) -> Selection:
         one_of(A.type, p["$AssociationTypes"], dialect),
         or_(and_(A.source.in_(document), is_document(A.target)),
             and_(A.target.in_(document), is_document(A.source))),
+        *_visible(A.__table__, p),
     )
     a2 = A.__table__.alias("relation")
     relations_2 = _rebind([relations], a2)[0]
     ends = union(select(a2.c.source.label("id")).where(relations_2),
                  select(a2.c.target.label("id")).where(relations_2)).subquery()
     return {DE: D.entry_uuid.in_(_ids(ends.c.id)), ASSOC: relations}
+
+
+# --- Multi-Patient Stored Query (ITI TF-2b 3.51.4.1.2) -------------------------------------------
+
+#: The code parameters that may stand for the patient list of FindDocumentsForMultiplePatients,
+#: in the order one is chosen to drive a query naming no patient.
+_SELECTING_CODES = ("$XDSDocumentEntryClassCode", "$XDSDocumentEntryHealthcareFacilityTypeCode",
+                    "$XDSDocumentEntryEventCodeList")
+
+
+def find_documents_for_multiple_patients(p: Params, dialect: str) -> Selection:
+    """3.51.4.1.2.1 FindDocumentsForMultiplePatients: FindDocuments for a list of patients, or
+    for every patient when none is named."""
+    patients = p.get("$XDSDocumentEntryPatientId")
+    driving = None if patients else next((name for name in _SELECTING_CODES if p.get(name)), None)
+    return {DE: and_(*document_entries(p, dialect, patient=patients, statuses=p["$XDSDocumentEntryStatus"],
+                                       driving=driving))}
+
+
+def find_folders_for_multiple_patients(p: Params, dialect: str) -> Selection:
+    """3.51.4.1.2.2 FindFoldersForMultiplePatients: FindFolders for a list of patients, or for
+    every patient when none is named."""
+    return {FOL: and_(*_folders(p, dialect, p.get("$XDSFolderPatientId") or None))}
 
 
 _BUILDERS: dict[str, Callable[[Params, str], Selection]] = {
@@ -501,12 +582,152 @@ _BUILDERS: dict[str, Callable[[Params, str], Selection]] = {
     "GetFolderAndContents": get_folder_and_contents,
     "GetFoldersForDocument": get_folders_for_document,
     "GetRelatedDocuments": get_related_documents,
+    "FindDocumentsForMultiplePatients": find_documents_for_multiple_patients,
+    "FindFoldersForMultiplePatients": find_folders_for_multiple_patients,
 }
 
 
 def selection(query: StoredQuery, params: Params, dialect: str) -> Selection:
-    """Which rows of each table `query` returns for `params` (checked by query_params)."""
-    return _BUILDERS[query.name](params, dialect)
+    """Which rows of each table `query` returns for `params` (checked by query_params), at the
+    metadata level the query asks for (see "Metadata levels")."""
+    found = _BUILDERS[query.name](params, dialect)
+    if metadata_level(params) >= 2:
+        return found
+    for kind, condition in list(found.items()):
+        extra = _level_1(kind, params)
+        if extra is not None:
+            found[kind] = and_(condition, extra)
+    return found
+
+
+# --- Metadata levels (ITI TF-2a 3.18.4.1.2.3.5.1, with the Metadata Update option) -----------
+#
+# Update Document Set (ITI-57, xds.registry.update) makes versions: a DocumentEntry or Folder
+# has rows of one logicalID, the latest marked `latest`, the older ones Deprecated. A query at
+# $MetadataLevel 1 (the default: a consumer that knows nothing of versions) sees the latest
+# version of each object only, and the associations it would understand: Approved ones of the
+# types of ITI TF-3 4.2.2 (not an association deprecated by ITI-57, nor an UpdateAvailabilityStatus
+# or SubmitAssociation one). At $MetadataLevel 2 a query sees every version and association, as
+# stored: GetDocuments with $XDSDocumentEntryLogicalID lists a document's history.
+#
+# An Approved DocumentEntry or Folder is always a latest version (an update deprecates the one it
+# replaces, and only the latest version's status can change), so a query for Approved objects
+# alone needs no test of `latest`: FindDocuments keeps its covering index.
+
+#: The association types a query at level 1 answers with.
+_LEVEL_1_ASSOCIATION_TYPES = tuple(t.value for t in AssociationType)
+_APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
+
+
+def metadata_level(p: Params) -> int:
+    return p.get("$MetadataLevel") or 1
+
+
+def _approved_only(statuses: Any) -> bool:
+    return isinstance(statuses, list) and set(statuses) == {_APPROVED}
+
+
+def _level_1(kind: ObjectKind, p: Params) -> ColumnElement[bool] | None:
+    """The condition a level-1 answer adds on the rows of `kind` (None: nothing to add)."""
+    if kind is DE:
+        return None if _approved_only(p.get("$XDSDocumentEntryStatus")) else D.latest.is_(True)
+    if kind is FOL:
+        return None if _approved_only(p.get("$XDSFolderStatus")) else F.latest.is_(True)
+    if kind is ASSOC:
+        return _association_level_1(A.__table__, p)
+    return None
+
+
+def _seen(kind: ObjectKind, p: Params) -> list:
+    """The conditions of `_level_1` on the rows of `kind` at `p`'s level, as a list, for the
+    queries whose associations follow the objects they return."""
+    condition = _level_1(kind, p) if metadata_level(p) < 2 else None
+    return [] if condition is None else [condition]
+
+
+def _association_level_1(table: Any, p: Params) -> ColumnElement[bool] | None:
+    """The associations `table` (the association table or an alias) a query at `p`'s level
+    sees, for the queries that follow associations to other objects."""
+    if metadata_level(p) >= 2:
+        return None
+    return and_(table.c.status == _APPROVED, table.c.type.in_(_LEVEL_1_ASSOCIATION_TYPES))
+
+
+def _visible(table: Any, p: Params) -> list:
+    condition = _association_level_1(table, p)
+    return [] if condition is None else [condition]
+
+
+# --- access control ------------------------------------------------------------------------------
+
+#: How deep Association ends are followed to find their patients: an Association's end may be
+#: an Association (a SubmissionSet's HasMember of a Folder's HasMember), whose ends are objects.
+_END_DEPTH = 3
+
+
+def _owners(session: Session, uuids: set[str], dialect: str) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """For the registry objects among `uuids`: DocumentEntries, SubmissionSets and Folders ->
+    their patient id; Associations -> their (source, target)."""
+    patients: dict[str, str] = {}
+    ends: dict[str, tuple[str, str]] = {}
+    listed = sorted(uuids)
+    if not listed:
+        return patients, ends
+    for table in (D, S, F):
+        for entry_uuid, patient in session.execute(select(table.entry_uuid, table.patient_id)
+                                                   .where(one_of(table.entry_uuid, listed, dialect))):
+            patients[entry_uuid] = patient
+    for entry_uuid, source, target in session.execute(select(A.entry_uuid, A.source, A.target)
+                                                      .where(one_of(A.entry_uuid, listed, dialect))):
+        ends[entry_uuid] = (source, target)
+    return patients, ends
+
+
+def visible_only(session: Session, query: StoredQuery, conditions: Selection, dialect: str,
+                 visible: Callable[[Session, Iterable[str]], set[str]]) -> Selection:
+    """`conditions` narrowed to the objects of the patients `visible` allows (see
+    `visible_only` in the module's docstring); the same conditions when nothing is hidden."""
+    found: dict[ObjectKind, list[str]] = {}
+    patients: dict[str, str] = {}
+    ends: dict[str, tuple[str, str]] = {}
+    for kind in query.returns:
+        condition = conditions.get(kind)
+        if condition is None:
+            continue
+        where = _index_friendly(kind, condition)
+        if kind is ASSOC:
+            rows = session.execute(select(A.entry_uuid, A.source, A.target).where(where)).all()
+            ends.update((row.entry_uuid, (row.source, row.target)) for row in rows)
+        else:
+            table = TABLES[kind]
+            rows = session.execute(select(table.entry_uuid, table.patient_id).where(where)).all()
+            patients.update((row.entry_uuid, row.patient_id) for row in rows)
+        found[kind] = [row.entry_uuid for row in rows]
+    # The patients of the Associations' ends, which the answer need not hold.
+    unknown = {end for pair in ends.values() for end in pair} - patients.keys() - ends.keys()
+    for _ in range(_END_DEPTH):
+        if not unknown:
+            break
+        more_patients, more_ends = _owners(session, unknown, dialect)
+        patients.update(more_patients)
+        ends.update(more_ends)
+        unknown = {end for pair in more_ends.values() for end in pair} - patients.keys() - ends.keys()
+    allowed = visible(session, {p for p in patients.values() if p})
+
+    def shown(uuid: str, depth: int = 0) -> bool:
+        if uuid in patients:
+            return patients[uuid] in allowed
+        if uuid in ends and depth < _END_DEPTH:
+            return all(shown(end, depth + 1) for end in ends[uuid])
+        return True  # no object of this registry: no patient's data to hide
+
+    narrowed = dict(conditions)
+    for kind, uuids in found.items():
+        kept = [uuid for uuid in uuids if shown(uuid)]
+        if len(kept) != len(uuids):
+            narrowed[kind] = and_(conditions[kind], one_of(TABLES[kind].entry_uuid, kept, dialect)) if kept \
+                else false()
+    return narrowed
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -626,14 +847,19 @@ def _leaf_class_streamed(session: Session, kind: ObjectKind, where: ColumnElemen
 
 
 def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bool,
-         limit: int | None = None, max_bytes: int | None = None) -> Found:
+         limit: int | None = None, max_bytes: int | None = None,
+         visible: Callable[[Session, Iterable[str]], set[str]] | None = None) -> Found:
     """Run `query`: one SELECT per object kind it returns. For LeafClass, `limit` bounds the
     objects of the answer (TooManyResults past it) and `max_bytes` the bytes of their stored
     XML (AnswerTooLarge), all kinds together; no more than limit + 1 rows are read, and a
     refusal is made before the XML of an answer is held in memory (PostgreSQL: before any is
-    read; SQLite: at the first object past the limit). ObjectRef answers are not limited."""
+    read; SQLite: at the first object past the limit). ObjectRef answers are not limited.
+    `visible(session, patient ids)`, when given, says which patients' objects may be answered
+    (`visible_only`)."""
     dialect = session.get_bind().dialect.name
     conditions = selection(query, params, dialect)
+    if visible is not None:
+        conditions = visible_only(session, query, conditions, dialect, visible)
     found = Found()
     left = _Left(limit, max_bytes, limit, max_bytes)
     for kind in query.returns:

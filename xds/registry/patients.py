@@ -1,13 +1,17 @@
-"""The patient directory: the one question the Document Registry asks about patients.
+"""The patient directory: the questions the Document Registry asks about patients.
 
-"Is this an affinity-domain patient id, and what is its current id after merges?" The registry
-answers XDSUnknownPatientId for an id the directory does not know. The answer comes from whoever feeds the registry its patients: today
-the registry's own patient list (`PatientList`, filled by `xds patients add`); the PIX Manager,
-as the registry's Patient Identity Feed, implements the same interface over its
-cross-references and merges.
+"Is this an affinity-domain patient id a submission may name?" The registry answers
+XDSUnknownPatientId for an id the directory does not accept. "Which ids does a query for this
+patient answer with?" A stored query for a patient answers with the objects of the patient's
+id and of every id merged into it (ITI TF-2a 3.18.4.1.2.3.9.1, Patient Identity Merge). The
+answers come from whoever feeds the registry its patients: today the registry's own patient
+list (`PatientList`, filled by `xds patients add`), which knows no merges; the PIX Manager, as
+the registry's Patient Identity Feed, implements the same interface over its cross-references
+and merges (xds.identity.directory.IdentityDirectory).
 
-The directory is asked inside the registry's write transaction, with its session, so that a
-feed committed before the submission is seen and the check and the store are one transaction.
+The directory is asked inside the caller's transaction, with its session: the registry's write
+transaction (a feed committed before the submission is seen, and the check and the store are
+one transaction), or a stored query's read transaction.
 """
 
 from __future__ import annotations
@@ -22,8 +26,20 @@ from xds.store import patients
 
 class PatientDirectory(Protocol):
     def resolve(self, session: Session, ids: Iterable[str]) -> dict[str, str | None]:
-        """Each of `ids` (CX, id^^^&OID&ISO) -> its current affinity-domain id (itself unless
-        it was merged into another), or None when the directory does not know it."""
+        """Each of `ids` (CX, id^^^&OID&ISO) -> the id a submission may name for it (itself),
+        or None when the directory does not know it or it was merged into another (a retired
+        id: submissions name its survivor)."""
+        ...
+
+    def aliases(self, session: Session, patient_id: str) -> list[str]:
+        """The ids whose objects a query for `patient_id` answers with: the id itself first,
+        then every id merged (retired) into it. A retired id, or one the directory does not
+        know, is its own only alias."""
+        ...
+
+    def aliases_of(self, session: Session, ids: Iterable[str]) -> dict[str, list[str]]:
+        """`aliases` of each of `ids`, looked up together: a Multi-Patient Stored Query may
+        name tens of thousands of patients, each of which one by one would cost statements."""
         ...
 
 
@@ -35,3 +51,9 @@ class PatientList:
         ids = list(ids)
         known = patients.known(session, ids)
         return {pid: pid if pid in known else None for pid in ids}
+
+    def aliases(self, session: Session, patient_id: str) -> list[str]:
+        return [patient_id]
+
+    def aliases_of(self, session: Session, ids: Iterable[str]) -> dict[str, list[str]]:
+        return {pid: [pid] for pid in ids}

@@ -1,4 +1,4 @@
-"""An AdhocQueryRequest (ITI-18) read into a stored query and typed parameter values.
+"""An AdhocQueryRequest (ITI-18, ITI-51) read into a stored query and typed parameter values.
 
 What belongs here: everything about the request's text - the query id, the returnType, and the
 slots' values as ITI TF-2 3.18.4.1.2.3 writes them - turned into Python values, with one error
@@ -45,6 +45,10 @@ XDSStoredQueryParamNumber, naming the parameter and the limit, when
 
 Slots the query does not take are ignored (ebRS 3.0 6.3.2.1) and not parsed: they cost the XML
 parser's work only, which the envelope's size bounds.
+
+A Multi-Patient Stored Query (ITI-51) is read the same way, from its own table of queries: its
+patient list is one parameter like any other, held to the same limits (so
+`max_query_parameter_values` is also the most patients one such query names).
 """
 
 from __future__ import annotations
@@ -72,9 +76,9 @@ ADHOC_QUERY_REQUEST = f"{{{ns.QUERY}}}AdhocQueryRequest"
 RESPONSE_OPTION = f"{{{ns.QUERY}}}ResponseOption"
 ADHOC_QUERY = ns.rim("AdhocQuery")
 
-#: The only metadata level of a registry without the Document Metadata Update Option
-#: (ITI TF-2 3.18.4.1.2.3.5.1: level 1 is the default).
-METADATA_LEVEL = 1
+#: The metadata levels this registry answers at (ITI TF-2 3.18.4.1.2.3.5.1: level 1 is the
+#: default; level 2 is the Metadata Update option's, every version: xds.registry.find).
+METADATA_LEVELS = (1, 2)
 
 #: xs:boolean's lexical forms (returnComposedObjects), after its whitespace is collapsed.
 _BOOLEANS = ("true", "false", "1", "0")
@@ -127,18 +131,26 @@ class _SyntaxError(ValueError):
     pass
 
 
-def read_query_request(request: etree._Element,
-                       limits: QueryLimits = QueryLimits()) -> tuple[QueryRequest | None, list[XdsError]]:
-    """The stored query call of an AdhocQueryRequest, or None and every error found in it."""
+#: The stored queries of each transaction, by id.
+_QUERIES = {name: {q.id: q for q in queries} for name, queries in stored_query.BY_TRANSACTION.items()}
+_TITLES = {stored_query.REGISTRY_STORED_QUERY: "Registry Stored Query (ITI-18)",
+           stored_query.MULTI_PATIENT_STORED_QUERY: "Multi-Patient Stored Query (ITI-51)"}
+
+
+def read_query_request(request: etree._Element, limits: QueryLimits = QueryLimits(),
+                       transaction: str = stored_query.REGISTRY_STORED_QUERY,
+                       ) -> tuple[QueryRequest | None, list[XdsError]]:
+    """The stored query call of an AdhocQueryRequest sent as `transaction` (ITI-18 or ITI-51),
+    or None and every error found in it."""
     if request.tag != ADHOC_QUERY_REQUEST:
         return None, [error("query.not-adhoc-query", found=_name(request))]
     adhoc = request.find(ADHOC_QUERY)
     if adhoc is None:
         return None, [error("query.no-adhoc-query")]
     query_id = (adhoc.get("id") or "").strip()
-    query = stored_query.BY_ID.get(query_id)
+    query = _QUERIES[transaction].get(query_id)
     if query is None:
-        return None, [error("query.unknown", query_id, id=query_id or "(none)")]
+        return None, [_unknown(query_id, transaction)]
 
     errors: list[XdsError] = []
     option = request.find(RESPONSE_OPTION)
@@ -165,6 +177,18 @@ def read_query_request(request: etree._Element,
         return None, errors
     home = adhoc.get("home") or params.get("$homeCommunityId")
     return QueryRequest(query, return_type or LEAF_CLASS, params, home), []
+
+
+def _unknown(query_id: str, transaction: str) -> XdsError:
+    """XDSUnknownStoredQuery for `query_id` sent as `transaction`: naming the transaction that
+    runs it, when another one does."""
+    other = stored_query.TRANSACTION_OF.get(query_id)
+    if other is not None and other != transaction:
+        return error("query.wrong-transaction", query_id, id=query_id, name=stored_query.ALL_BY_ID[query_id].name,
+                     transaction=_TITLES[transaction], other=_TITLES[other])
+    if transaction == stored_query.MULTI_PATIENT_STORED_QUERY:
+        return error("query.unknown-multi-patient", query_id, id=query_id or "(none)")
+    return error("query.unknown", query_id, id=query_id or "(none)")
 
 
 def read_parameters(query: StoredQuery, slots: dict[str, list[list[str]]],
@@ -211,8 +235,11 @@ def read_parameters(query: StoredQuery, slots: dict[str, list[list[str]]],
         elif len(present) > 1:
             errors.append(error("query.exclusive-params", present[1], query=query.name,
                                 params=" and ".join(present), choices=" or ".join(group)))
+    for group in query.at_least_one_of:
+        if not any(name in slots for name in group):
+            errors.append(error("query.missing-at-least-one", group[0], query=query.name, params=", ".join(group)))
     level = params.get("$MetadataLevel")
-    if level is not None and level != METADATA_LEVEL:
+    if level is not None and level not in METADATA_LEVELS:
         errors.append(error("query.metadata-level", "$MetadataLevel", value=level))
     return params, errors
 
@@ -272,6 +299,18 @@ def _tokens(parameter: Parameter, values: list[str], limit: int | None = None) -
     if not tokens:
         raise error("query.bad-value", parameter.name, param=parameter.name, value=text, reason="no value")
     return tokens
+
+
+def quoted_values(values: list[str], limit: int) -> list[str] | None:
+    """The quoted strings of one slot's rim:Value texts (a patient list, for the audit record of
+    a query that may be refused), or None when they cannot be read or are more than `limit`."""
+    try:
+        tokens = _parse(" ".join(values), limit)
+    except _SyntaxError:
+        return None
+    if len(tokens) > limit:
+        return None
+    return [t.text for t in tokens if t.quoted]
 
 
 def _parse(text: str, limit: int | None = None) -> list[_Token]:

@@ -13,6 +13,12 @@ Theory of operation. A submission passes three gates, each collecting every erro
 Errors point at the ids the submitter used (symbolic ids included); UUIDs are assigned only
 once the submission is accepted.
 
+Replacement (ITI TF-3 4.2.2.2): an RPLC or XFRM_RPLC deprecates, in the transaction that stores
+it, the document it replaces and that document's addenda (APND) and transformations (XFRM). A
+relationship to a Deprecated document (XDSRegistryDeprecatedDocumentError) is refused, and so is
+one of the same submission to a document the submission itself deprecates; of two concurrent
+replacements of one document, the one that deprecates it second is refused the same way.
+
 What is stored of each object is its element as read, standing alone: taken out of the request,
 declaring only the namespaces its own elements and attributes use (an element serialized in
 place carries every declaration in scope, the SOAP envelope's included: an envelope declaring
@@ -37,6 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from xds.ebrim import ns
 from xds.dtm import dtm
 from xds.ebrim.slots import set_slot
+from xds.ebrim.versions import UPDATE_ASSOCIATION_TYPES, UPDATE_SLOTS, set_version, slot_values
 from xds.ebrim.write import write_registry_object
 from xds.ebrim.submission import (
     ParsedSubmission,
@@ -47,6 +54,7 @@ from xds.ebrim.submission import (
     rewrite_xml,
 )
 from xds.errors import XdsError
+from xds.model.identifiers import is_uuid_urn
 from xds.model import Association, AssociationType, AvailabilityStatus, Submission
 from xds.model.metadata import REPLACING
 from xds.registry.codes import CodeSet
@@ -54,13 +62,17 @@ from xds.registry.validate import validate
 from xds.rules import error
 from xds.registry.patients import PatientDirectory, PatientList
 from xds.store import registry as store
-from xds.store.tables import AssociationRow
+from xds.store.db import chunked
+from xds.store.tables import AssociationRow, DocumentEntryRow
 
 log = logging.getLogger("xds.registry")
 
 APPROVED = AvailabilityStatus.APPROVED.value
 DEPRECATED = AvailabilityStatus.DEPRECATED.value
 HAS_MEMBER = AssociationType.HAS_MEMBER.value
+#: The relationships whose source is deprecated with its target when the target is replaced
+#: (ITI TF-3 4.2.2.2: a replaced document's addenda and transformations).
+DEPRECATED_WITH_TARGET = (AssociationType.APPEND, AssociationType.TRANSFORM)
 
 
 def utc_now() -> datetime:
@@ -78,6 +90,9 @@ class DocumentRegistry:
     #: The most registry objects, and slot values, one submission may hold (xds.config).
     max_submission_objects: int = SubmissionLimits.max_objects
     max_submission_values: int = SubmissionLimits.max_values
+    #: Called with the write session and the submission once it is stored, in its transaction
+    #: (xds.consent.bppc: BPPC consent documents update the consent record); may raise to undo it.
+    after_store: Callable[[Session, Submission], None] | None = None
 
     @property
     def limits(self) -> SubmissionLimits:
@@ -100,6 +115,7 @@ class DocumentRegistry:
         if parsed.over_limits:
             return problems  # refused as it was read: nothing more is worth checking
         problems += validate(parsed.submission, self.codes)
+        problems += first_version_problems(parsed.submission)
         stored = None if any(p.is_error for p in problems) else self._prepare(parsed)
         try:
             with self.sessions.begin() as session:
@@ -165,7 +181,9 @@ class DocumentRegistry:
 
         # References are judged by what the registry held before: an object of this
         # submission that clashes with an existing entryUUID is reported above, once.
-        problems += self._check_references(sub, own, {k: v for k, v in found.items() if k not in own})
+        existing = {k: v for k, v in found.items() if k not in own}
+        problems += self._check_references(sub, own, existing)
+        problems += self._check_replacement_cascade(session, sub, existing)
         problems += self._check_unique_ids(session, sub)
         return problems
 
@@ -209,6 +227,8 @@ class DocumentRegistry:
         source, target = found.get(a.source), found.get(a.target)
         if source is not None and source.kind != "Folder":
             problems.append(error("association.bad-member", a.id, id=a.id, source=a.source, target=a.target))
+        elif source is not None and source.status == DEPRECATED:  # Metadata Update: not its latest version
+            problems.append(error("version.deprecated-folder", a.id, id=a.id, source=a.source))
         if target is not None and target.kind == "DocumentEntry" and target.status == DEPRECATED:
             problems.append(error("association.deprecated-target", a.id, type="HasMember", id=a.id, target=a.target))
         if source is not None or target is not None:
@@ -219,6 +239,45 @@ class DocumentRegistry:
                     target_patient=actual, source=a.source, patient=expected,
                 ))
         return problems
+
+    def _check_replacement_cascade(self, session: Session, sub: Submission, found: dict) -> list[XdsError]:
+        """An addendum or transformation of this submission may not relate to a document this
+        submission deprecates: one it replaces, or an addendum or transformation of one it
+        replaces (deprecated with it, ITI TF-3 4.2.2.2)."""
+        replaced = {a.target: a.source for a in sub.associations if a.association_type in REPLACING
+                    and getattr(found.get(a.target), "kind", None) == "DocumentEntry"}
+        relating = [a for a in sub.associations if a.association_type in DEPRECATED_WITH_TARGET]
+        if not replaced or not relating:
+            return []
+        dependents = self._addenda_and_transformations(session, list(replaced))
+        problems = []
+        for a in relating:
+            if a.target in replaced:
+                reason = f"replaced by '{replaced[a.target]}' in this submission"
+            elif a.target in dependents:
+                reason = (f"an addendum or transformation of '{dependents[a.target]}', which this "
+                          "submission replaces")
+            else:
+                continue
+            problems.append(error("association.target-deprecated-by-replacement", a.id,
+                                  type=a.association_type.short_name, id=a.id, target=a.target, reason=reason))
+        return problems
+
+    @staticmethod
+    def _addenda_and_transformations(session: Session, replaced: list[str]) -> dict[str, str]:
+        """The Approved DocumentEntries that are an addendum (APND) or a transformation (XFRM)
+        of one of `replaced`: {its entryUUID: the entryUUID of the document it relates to}."""
+        found: dict[str, str] = {}
+        for chunk in chunked(list(dict.fromkeys(replaced))):
+            rows = session.execute(
+                select(AssociationRow.source, AssociationRow.target)
+                .join(DocumentEntryRow, DocumentEntryRow.entry_uuid == AssociationRow.source)
+                .where(AssociationRow.type.in_([t.value for t in DEPRECATED_WITH_TARGET]),
+                       AssociationRow.target.in_(chunk),
+                       DocumentEntryRow.status == APPROVED)
+            )
+            found.update({source: target for source, target in rows})
+        return found
 
     def _check_unique_ids(self, session: Session, sub: Submission) -> list[XdsError]:
         problems = []
@@ -270,6 +329,9 @@ class DocumentRegistry:
             element.set("status", APPROVED)
         for folder in sub.folders:
             set_slot(elements[folder.id], "lastUpdateTime", now)
+        for obj in [*sub.documents, *sub.folders]:  # first versions (ITI-57 makes the next ones)
+            uuid_ = mapping.get(obj.id, obj.id)
+            set_version(elements[obj.id], uuid_, "1")
         return _Stored(mapping, elements, {mapping.get(oid, oid): serialized(element)
                                            for oid, element in elements.items()}, now)
 
@@ -304,11 +366,17 @@ class DocumentRegistry:
                 raise _Conflict([error("association.deprecated-target", a.id, type=a.association_type.short_name,
                                        id=a.id, target=a.target)
                                  for a in sub.associations if a.association_type in REPLACING])
+            # ITI TF-3 4.2.2.2: the replaced document's addenda (APND) and transformations (XFRM)
+            # are deprecated with it, in this same transaction. (Those of its addenda are not: the
+            # rule names the replaced document's own.)
+            store.deprecate(session, list(self._addenda_and_transformations(session, replaced)))
         for folder in sub.folders:
             folder.last_update_time = stored.now
         if touched_folders:
             store.touch_folders(session, list(touched_folders), stored.now)
         store.save_submission(session, sub, xml)
+        if self.after_store is not None:
+            self.after_store(session, sub)
 
     def _replacement_memberships(self, session: Session, sub: Submission, replaced: list[str]) -> list[Association]:
         """HasMember associations that put each replacement into the folders of the
@@ -338,6 +406,28 @@ class _Stored:
     elements: dict[str, etree._Element]
     xml: dict[str, str]
     now: str
+
+
+def first_version_problems(sub: Submission) -> list[XdsError]:
+    """What Register Document Set-b refuses of Metadata Update (ITI TF-2b 3.57.4.1.3.1: a new
+    version, with an lid other than its own id, is sent only with Update Document Set, which
+    ITI-42 is not): lids naming other objects, the update slots and association types."""
+    problems = []
+    for what, objects in (("DocumentEntry", sub.documents), ("Folder", sub.folders)):
+        for obj in objects:
+            # a DocumentEntry's malformed urn:uuid lid is the reader's object.bad-lid already
+            reported = (what == "DocumentEntry" and obj.logical_id and obj.logical_id.startswith("urn:uuid:")
+                        and not is_uuid_urn(obj.logical_id))
+            if obj.logical_id and obj.logical_id != obj.id and not reported:
+                problems.append(error("version.lid-in-register", obj.id, what=what, id=obj.id, value=obj.logical_id))
+    for a in sub.associations:
+        if a.type in UPDATE_ASSOCIATION_TYPES:
+            problems.append(error("version.update-in-register", a.id, id=a.id, how=f"has type {a.type}"))
+            continue
+        for name in UPDATE_SLOTS:
+            if slot_values(a, name) is not None:
+                problems.append(error("version.update-in-register", a.id, id=a.id, how=f"carries the slot {name}"))
+    return problems
 
 
 def standalone(element: etree._Element) -> etree._Element:

@@ -1,8 +1,10 @@
-"""The fourteen stored queries of Registry Stored Query (ITI-18), as a table.
+"""The fourteen stored queries of Registry Stored Query (ITI-18) and the two of Multi-Patient
+Stored Query (ITI-51), as tables.
 
-What belongs here: for each stored query of ITI TF-2 3.18.4.1.2.3.7, its id, its name, every
-parameter it takes (required or optional, single- or multi-valued, what kind of value) and the
-kinds of registry object it returns. The table is the contract the other modules read:
+What belongs here: for each stored query of ITI TF-2a 3.18.4.1.2.3.7 and ITI TF-2b 3.51.4.1.2,
+its id, its name, every parameter it takes (required or optional, single- or multi-valued, what
+kind of value) and the kinds of registry object it returns. The table is the contract the other
+modules read:
 `xds.registry.query_params` checks a request against it, `xds.registry.find` runs it,
 `xds.cli` lists it. What does not: reading XML, SQL, answering.
 
@@ -19,6 +21,12 @@ Reading the table:
   other given twice fails with XDSStoredQueryParamNumber (`query_params`).
 - `one_of`: groups of which exactly one parameter must be given (the Get queries by entryUUID
   or uniqueId): none gives XDSStoredQueryMissingParam, two give XDSStoredQueryParamNumber.
+- `at_least_one_of`: groups of which one parameter or more must be given (the multi-patient
+  queries, whose patient id is optional: without one, a query must still say what it looks
+  for); none gives XDSStoredQueryMissingParam.
+- `multi_patient`: a query of ITI-51, whose patient parameter takes a list, or nothing (every
+  patient). Each transaction runs its own queries only: ITI-18 does not run an ITI-51 query,
+  nor ITI-51 an ITI-18 one (XDSUnknownStoredQuery, naming the transaction that does).
 - `default`: the value a missing optional parameter stands for ($XDSDocumentEntryType: stable
   DocumentEntries only, as ITI TF-2 3.18.4.1.2.3.7.1 says of a query that leaves it out).
 
@@ -72,8 +80,11 @@ class StoredQuery:
     parameters: tuple[Parameter, ...]
     returns: tuple[ObjectKind, ...]
     one_of: tuple[tuple[str, ...], ...] = ()
-    #: The parameter holding the patient id, for queries by patient (`xds query --patient`).
+    #: The parameter holding the patient id, for queries by patient (`xds query --patient`);
+    #: a query for a patient answers for the ids merged into it too (xds.registry.patients).
     patient_parameter: str | None = None
+    at_least_one_of: tuple[tuple[str, ...], ...] = ()
+    multi_patient: bool = False
     by_name: dict[str, Parameter] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -180,7 +191,7 @@ QUERIES: tuple[StoredQuery, ...] = (
     StoredQuery(
         "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4", "GetDocuments",
         (*_DOCUMENTS_BY_ID,
-         # Document Metadata Update: without it every entry is its own logical id.
+         # Metadata Update: the versions of a document share it (all of them at $MetadataLevel 2).
          Parameter("$XDSDocumentEntryLogicalID", K.STRING, multiple=True),
          HOME_COMMUNITY_ID, METADATA_LEVEL),
         (DE,),
@@ -245,16 +256,62 @@ QUERIES: tuple[StoredQuery, ...] = (
     ),
 )
 
+# --- Multi-Patient Stored Query (ITI-51, ITI TF-2b 3.51.4.1.2) --------------------------------
+#
+# Their parameters are those of FindDocuments and FindFolders, with the patient id optional and
+# a list (OR'ed). A query naming no patient must name something else to select on: at least a
+# classCode, an eventCode or a healthcareFacilityTypeCode (documents), a folder code (folders),
+# as IPF's validator requires (oehf/ipf, FIND_DOCUMENTS_MPQ / FIND_FOLDERS_MPQ) and the NIST
+# toolkit's test 12364/nothing expects: a query with the status alone must fail.
+
+_MULTI_PATIENT_DOCUMENTS = tuple(
+    Parameter("$XDSDocumentEntryPatientId", K.STRING, multiple=True) if p.name == "$XDSDocumentEntryPatientId"
+    else p for p in _FIND_DOCUMENTS)
+
+MULTI_PATIENT_QUERIES: tuple[StoredQuery, ...] = (
+    StoredQuery(
+        "urn:uuid:3d1bdb10-39a2-11de-89c2-2f44d94eaa9f", "FindDocumentsForMultiplePatients",
+        _MULTI_PATIENT_DOCUMENTS, (DE,), patient_parameter="$XDSDocumentEntryPatientId",
+        at_least_one_of=(("$XDSDocumentEntryPatientId", "$XDSDocumentEntryClassCode",
+                          "$XDSDocumentEntryEventCodeList", "$XDSDocumentEntryHealthcareFacilityTypeCode"),),
+        multi_patient=True,
+    ),
+    StoredQuery(
+        "urn:uuid:50d3f5ac-39a2-11de-a1ca-b366239e58df", "FindFoldersForMultiplePatients",
+        (
+            Parameter("$XDSFolderPatientId", K.STRING, multiple=True),
+            Parameter("$XDSFolderLastUpdateTimeFrom", K.TIME),
+            Parameter("$XDSFolderLastUpdateTimeTo", K.TIME),
+            Parameter("$XDSFolderCodeList", K.CODE, multiple=True, and_or=True),
+            Parameter("$XDSFolderStatus", K.STATUS, required=True, multiple=True),
+            METADATA_LEVEL,
+        ),
+        (FOL,), patient_parameter="$XDSFolderPatientId",
+        at_least_one_of=(("$XDSFolderPatientId", "$XDSFolderCodeList"),),
+        multi_patient=True,
+    ),
+)
+
+REGISTRY_STORED_QUERY, MULTI_PATIENT_STORED_QUERY = "ITI-18", "ITI-51"
+#: The stored queries each transaction runs.
+BY_TRANSACTION: dict[str, tuple[StoredQuery, ...]] = {
+    REGISTRY_STORED_QUERY: QUERIES,
+    MULTI_PATIENT_STORED_QUERY: MULTI_PATIENT_QUERIES,
+}
+TRANSACTION_OF: dict[str, str] = {q.id: name for name, queries in BY_TRANSACTION.items() for q in queries}
+
+#: The queries of Registry Stored Query (ITI-18), by id and by name.
 BY_ID: dict[str, StoredQuery] = {q.id: q for q in QUERIES}
 BY_NAME: dict[str, StoredQuery] = {q.name: q for q in QUERIES}
+#: Every stored query of either transaction, by id.
+ALL_BY_ID: dict[str, StoredQuery] = {q.id: q for q in (*QUERIES, *MULTI_PATIENT_QUERIES)}
 
 
-def lookup(name_or_id: str) -> StoredQuery | None:
-    """A stored query by its id (urn:uuid:...) or its name (FindDocuments; case ignored)."""
-    if name_or_id in BY_ID:
-        return BY_ID[name_or_id]
+def lookup(name_or_id: str, queries: tuple[StoredQuery, ...] = QUERIES) -> StoredQuery | None:
+    """A stored query of `queries` (ITI-18's unless told) by its id (urn:uuid:...) or its name
+    (FindDocuments; case ignored)."""
     wanted = name_or_id.strip().lower()
-    for query in QUERIES:
-        if query.name.lower() == wanted or query.id == f"urn:uuid:{wanted}":
+    for query in queries:
+        if query.id == name_or_id or query.name.lower() == wanted or query.id == f"urn:uuid:{wanted}":
             return query
     return None

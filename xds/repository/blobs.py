@@ -20,6 +20,7 @@ Layout of `FileBlobStore(root)` (root is `data_dir/documents` by default):
         doc-<uuid>/content, meta.json one staged document; the folder is flocked while the
                                       submission it belongs to lives
         doc-<uuid>/committed          written once the registry has said Success (see below)
+        removed-<uuid>/               a removed document (ITI-86) whose files are being deleted
 
 The folder of a document is named by the SHA-256 of its uniqueId (uniqueIds may hold any
 character; the hash also spreads them evenly over 65,536 folders).
@@ -49,6 +50,14 @@ staged, before any registration: rolled back. Spool files of dead requests are r
 
 Costs, per document: one folder made and renamed, two files written and fdatasynced, two
 folder fsyncs (the staged folder, .incoming); the parent folder's fsync at commit.
+
+Removal (`remove()`, ITI-86 Remove Documents). The decision is one atomic rename: the
+document's folder root/ab/cd/<key> becomes .incoming/removed-<uuid>, and both folders are
+fsynced. From then on get() does not find it, whatever happens next: a crash cannot bring it
+back. Then its files are deleted (unlinked: the bytes are freed by the file system, not merely
+hidden; a retrieval already streaming the file keeps reading it until it closes it). A crash
+between the rename and the deletion leaves a removed-* folder, which recovery deletes; it is
+never mistaken for a staged document (recovery rolls doc-* folders forward or back).
 """
 
 from __future__ import annotations
@@ -76,6 +85,7 @@ INCOMING = ".incoming"
 CONTENT = "content"
 META = "meta.json"
 COMMITTED = "committed"
+REMOVED = "removed-"  # a removed document's folder in .incoming, its files being deleted
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,7 @@ class Recovery:
     rolled_back: list[str] = field(default_factory=list)     # uniqueIds dropped
     pending: list[str] = field(default_factory=list)         # uniqueIds left for later
     spool_files_removed: int = 0
+    removals_finished: int = 0                               # removed documents' files deleted
 
 
 class BlobStore(Protocol):
@@ -145,6 +156,8 @@ class BlobStore(Protocol):
     def abort(self, staged: Staged) -> None: ...
 
     def get(self, unique_id: str) -> StoredDocument | None: ...
+
+    def remove(self, unique_id: str) -> StoredDocument | None: ...
 
     def __iter__(self) -> Iterator[StoredDocument]: ...
 
@@ -275,10 +288,41 @@ class FileBlobStore:
             for parent in parents:
                 fsync_directory(parent)
 
+    # -- removal ----------------------------------------------------------------------------------
+
+    def remove(self, unique_id: str) -> StoredDocument | None:
+        """Remove a stored document (see the module's docstring): gone for get() once this
+        returns, its files deleted. Returns what was removed, or None when no document of that
+        uniqueId was stored (also when a concurrent removal took it first). An OSError before
+        the rename leaves the document stored; after it, the document is removed and recovery
+        deletes what is left of its files."""
+        document = self.get(unique_id)
+        if document is None:
+            return None
+        folder = self.path_of(unique_id)
+        trash = self.incoming / f"{REMOVED}{uuid.uuid4().hex}"
+        try:
+            os.rename(folder, trash)
+        except FileNotFoundError:
+            return None  # removed by another request between our get() and our rename
+        if self.fsync:
+            fsync_directory(folder.parent)  # the document's entry is gone...
+            fsync_directory(self.incoming)  # ...and the trash folder's is there, both durable
+        try:
+            shutil.rmtree(trash)
+        except OSError:
+            log.warning("removed document %s: its files in %s are left for recovery to delete", unique_id, trash,
+                        exc_info=True)
+        return document
+
     # -- recovery ---------------------------------------------------------------------------------
 
     def recover(self, is_registered: Callable[[str, str], bool | None]) -> Recovery:
         recovery = Recovery(spool_files_removed=self.spool().sweep())
+        for trash in self.incoming.glob(f"{REMOVED}*"):
+            # A crash between removing a document (the rename) and deleting its files.
+            shutil.rmtree(trash, ignore_errors=True)
+            recovery.removals_finished += 1
         for fresh in self.incoming.glob(f"{_FRESH}doc-*"):
             # A crash between making a staging folder and naming it: nothing was in it yet.
             # Only old ones: a young one may be about to be locked by its stager.

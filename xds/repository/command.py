@@ -1,9 +1,11 @@
-"""The repository's commands: `xds submit`, `xds retrieve`, `xds documents verify`.
+"""The repository's commands: `xds submit`, `xds retrieve`, `xds documents verify`,
+`xds documents remove`.
 
     xds submit FILE... --patient ID --url URL [--class C] [--type C] [--format C]
                [--confidentiality C]... [--facility C] [--practice C] [--title T] [--mime-type M]
     xds retrieve UNIQUEID --url URL -o FILE [--repository OID] [--home URN]
     xds documents verify
+    xds documents remove UNIQUEID... [--url URL] [--repository OID] [--home URN]
 
 Codes are written code^scheme^display (display optional). Exit status: 0 on Success, 1 on
 Failure (or, for verify, when any document does not match), 2 on a usage error or when the
@@ -66,6 +68,20 @@ def add_parser(subparsers) -> None:
                     "whose SHA-1 or size differs from the registry's, a registered document without its file, "
                     "and a stored file the registry does not know. First finishes what a crash left half done.")
     verify.set_defaults(run=_verify)
+    remove = document_commands.add_parser(
+        "remove", help="remove documents from a Document Repository (ITI-86 Remove Documents)",
+        description="Remove documents by uniqueId from the repository at --url (ITI-86 over SOAP), else from "
+                    "this server's documents (data_dir/documents) in process. Their bytes are deleted; their "
+                    "metadata stays in the registry until it is removed there (`xds delete`, ITI-62). Answers "
+                    "Success, PartialSuccess (some removed) or Failure, with an error for each document not "
+                    "removed.")
+    remove.add_argument("unique_ids", nargs="+", metavar="UNIQUEID", help="the documents' uniqueIds")
+    remove.add_argument("--url", help="the repository endpoint, e.g. http://host:8080/repository (default: in "
+                                      "process)")
+    remove.add_argument("--repository", metavar="OID",
+                        help="the repository's uniqueId (default: the repository_unique_id setting)")
+    remove.add_argument("--home", metavar="URN", help="a homeCommunityId to pass (XCA)")
+    remove.set_defaults(run=_remove)
 
 
 def _code(text: str | None, default):
@@ -152,3 +168,56 @@ def _verify(args, settings: config.Settings) -> int:
     for line in report.lines():
         print(line)
     return 0 if report.ok else 1
+
+
+def _remove(args, settings: config.Settings) -> int:
+    """ITI-86: exit status 0 on Success, 1 on PartialSuccess or Failure, 2 when the repository
+    cannot be reached."""
+    from xds.ebrim.remove import remove_documents_request
+    from xds.ebrim.response import read_registry_response
+
+    request = remove_documents_request(args.unique_ids, args.repository or settings.repository_unique_id, args.home)
+    try:
+        response = _send_removal(request, args.url, settings) if args.url else _remove_in_process(request, settings)
+    except (OSError, ValueError) as exc:
+        print(f"xds documents remove: {exc}", file=sys.stderr)
+        return 2
+    status, errors = read_registry_response(response)
+    _print_outcome(status, errors)
+    failed = {e.location for e in errors}
+    for unique_id in dict.fromkeys(args.unique_ids):
+        if unique_id not in failed:
+            print(f"{unique_id}  removed")
+    return 0 if status.endswith(":Success") else 1
+
+
+def _send_removal(request, url: str, settings: config.Settings):
+    from xds.client import post_soap
+    from xds.transactions import ITI_86
+
+    return post_soap(url, request, ITI_86.action, context=tls.context_for(url, settings))
+
+
+def _remove_in_process(request, settings: config.Settings):
+    """The RegistryResponse of this server's repository, on its documents folder; audited as the
+    server audits an ITI-86 (the caller: this host), when audit_destinations is set."""
+    import socket
+
+    from xds.audit import actors
+    from xds.audit.trail import AuditTrail
+    from xds.repository.blobs import FileBlobStore
+    from xds.repository.remove import RemoveDocuments
+    from xds.security.caller import Caller
+    from xds.soap import SoapRequest
+    from xds.transactions import ITI_86
+
+    remover = RemoveDocuments(settings.repository_unique_id, FileBlobStore(settings.documents_dir),
+                              settings.home_community_id or "")
+    result = remover.remove(request)
+    trail = AuditTrail.from_settings(settings)
+    if trail.enabled:
+        soap = SoapRequest(action=ITI_86.action, message_id=None, header=None, body=request)
+        actors.record(trail, ITI_86, soap, Caller(address=socket.gethostname()), result)
+        trail.close()
+    body, _ = ITI_86.respond(result)
+    return body

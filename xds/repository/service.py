@@ -3,6 +3,7 @@ request and the Caller in, a Result out (see xds.transactions for the table).
 
     ITI-41 Provide and Register Document Set-b   provide_and_register_document_set
     ITI-43 Retrieve Document Set                 retrieve_document_set
+    ITI-86 Remove Documents                      remove_documents
 
 Its endpoint streams: the endpoint's spool is the blob store's staging folder, so a document of
 an MTOM request is written to disk (and hashed) while it arrives and staged by a rename; a
@@ -20,10 +21,12 @@ from dataclasses import dataclass
 from xds.audit.actors import audited_registration
 from xds.audit.trail import NO_AUDIT, AuditTrail
 from xds.config import Settings
+from xds.consent.access import ConsentGate, consent_sessions
 from xds.ebrim.submission import SubmissionLimits
 from xds.repository.blobs import BlobStore, FileBlobStore, Recovery
 from xds.repository.provide import ProvideAndRegister
 from xds.repository.registration import LocalRegistry, Registry, RemoteRegistry
+from xds.repository.remove import RemoveDocuments
 from xds.repository.retrieve import RetrieveDocumentSet
 from xds.result import Result
 from xds.security.caller import Caller
@@ -43,14 +46,23 @@ class DocumentRepository:
     retrieve: RetrieveDocumentSet
     blobs: BlobStore
     registration: LocalRegistry | RemoteRegistry
+    #: ITI-86; by default this repository's, over the same blob store as retrieve.
+    remove: RemoveDocuments | None = None
+
+    def __post_init__(self) -> None:
+        if self.remove is None:
+            self.remove = RemoveDocuments(self.retrieve.repository_unique_id, self.blobs,
+                                          self.retrieve.home_community_id)
 
     def recover(self) -> Recovery:
         """Finish what a crash left half done (see xds.repository.blobs)."""
         recovery = self.blobs.recover(self.registration.is_registered)
-        if recovery.rolled_forward or recovery.rolled_back or recovery.spool_files_removed:
+        if recovery.rolled_forward or recovery.rolled_back or recovery.spool_files_removed \
+                or recovery.removals_finished:
             log.warning("repository recovery: %d document(s) made final, %d dropped, %d left pending, "
-                        "%d unfinished upload(s) removed", len(recovery.rolled_forward), len(recovery.rolled_back),
-                        len(recovery.pending), recovery.spool_files_removed)
+                        "%d unfinished upload(s) removed, %d removed document(s) deleted",
+                        len(recovery.rolled_forward), len(recovery.rolled_back), len(recovery.pending),
+                        recovery.spool_files_removed, recovery.removals_finished)
         return recovery
 
     def provide_and_register_document_set(self, request: SoapRequest, caller: Caller) -> Result:
@@ -61,7 +73,11 @@ class DocumentRepository:
 
     def retrieve_document_set(self, request: SoapRequest, caller: Caller) -> Result:
         """ITI-43."""
-        return self.retrieve.retrieve(request.body)
+        return self.retrieve.retrieve(request.body, caller=caller)
+
+    def remove_documents(self, request: SoapRequest, caller: Caller) -> Result:
+        """ITI-86: the errors, and the documents removed with their patients."""
+        return self.remove.remove(request.body)
 
 
 def build(settings: Settings, registry: Registry | None = None, *,
@@ -87,7 +103,9 @@ def build(settings: Settings, registry: Registry | None = None, *,
     return DocumentRepository(
         provide=ProvideAndRegister(settings.repository_unique_id, blobs, register,
                                    SubmissionLimits(settings.max_submission_objects, settings.max_submission_values)),
-        retrieve=RetrieveDocumentSet(settings.repository_unique_id, blobs, settings.home_community_id),
+        retrieve=RetrieveDocumentSet(settings.repository_unique_id, blobs, settings.home_community_id,
+                                     consent=(consent := ConsentGate.from_settings(settings)),
+                                     sessions=consent_sessions(settings, registry) if consent else None),
         blobs=blobs,
         registration=registration,
     )

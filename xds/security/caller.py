@@ -1,11 +1,13 @@
 """Who is asking: the Caller of one request, made once where the request comes in (xds.dispatch)
 and handed to every actor and hook.
 
-Today a caller is known by its network address and, with mutual TLS, by the subject of the
-certificate it authenticated with (ATNA node authentication). The checks to come fill in the
-rest: XUA the user its SAML assertion names (subject, organization, role, purpose of use),
-configuration the facility a certificate or an organization id stands for. An actor that needs
-to know who asks reads it here and nowhere else.
+A caller is known by its network address and, with mutual TLS, by the subject of the
+certificate it authenticated with (ATNA node authentication). When the request carried an
+X-User Assertion that XUA verified (xds.security.xua), the person it names is the Caller's
+`user`: subject, organization, home community, roles, purposes of use and the patient the
+request is about, as the identity provider signed them. Configuration is to say which facility
+a certificate or an organization id stands for. An actor that needs to know who asks reads it
+here and nowhere else.
 """
 
 from __future__ import annotations
@@ -16,13 +18,61 @@ from xds.security.tls import peer_subject
 
 
 @dataclass(frozen=True)
+class CE:
+    """An HL7 v3 CE (coded element), as XUA carries a role or a purpose of use (ITI TF-2
+    3.40.4.1.2: the hl7:Role and hl7:PurposeOfUse elements of an AttributeValue)."""
+
+    code: str
+    code_system: str = ""        # an OID
+    code_system_name: str = ""
+    display_name: str = ""
+
+
+@dataclass(frozen=True)
+class XUser:
+    """The person an X-User Assertion names (ITI TF-2 3.40.4.1.2), read from what its identity
+    provider signed and nothing else."""
+
+    #: saml2:Subject/saml2:NameID: the user, as the identity provider knows them.
+    name_id: str
+    #: saml2:Issuer: the identity provider (X-Assertion Provider) entity id.
+    issuer: str
+    #: the NameID's SPProvidedID, an alias some providers give (empty when none).
+    alias: str = ""
+    #: saml2:Assertion/@ID.
+    assertion_id: str = ""
+    #: urn:oasis:names:tc:xspa:1.0:subject:subject-id: the user's name in plain text.
+    subject_id: str = ""
+    #: urn:oasis:names:tc:xspa:1.0:subject:organization, and :organization-id (a URI, urn:oid:...).
+    organization: str = ""
+    organization_id: str = ""
+    #: urn:ihe:iti:xca:2010:homeCommunityId of the user's community.
+    home_community_id: str = ""
+    #: urn:oasis:names:tc:xacml:2.0:subject:role (Subject-Role option).
+    roles: tuple[CE, ...] = ()
+    #: urn:oasis:names:tc:xspa:1.0:subject:purposeofuse (PurposeOfUse option).
+    purposes_of_use: tuple[CE, ...] = ()
+    #: urn:oasis:names:tc:xacml:2.0:resource:resource-id: the patient id (CX) the request is about.
+    resource_id: str = ""
+
+    @property
+    def audit_name(self) -> str:
+        """The ATNA UserName of this user: alias<user@issuer> (ITI TF-2 3.40.4.2)."""
+        return f"{self.alias}<{self.name_id}@{self.issuer}>"
+
+
+@dataclass(frozen=True)
 class Caller:
     #: The client's IP address as this server saw it (the WSGI REMOTE_ADDR).
     address: str = ""
     #: The subject (RFC 4514) of the client certificate the TLS handshake verified; "" without.
     certificate_subject: str = ""
-    #: The requesting facility, once configuration or an assertion says which one it is.
+    #: The requesting facility, once configuration or an assertion says which one it is: set by
+    #: xds.consent.facility (the XUA organization-id, else the client certificate mapped in
+    #: facility_certificates) when access control is on; "" when no one says.
     facility: str = ""
+    #: The person of a verified X-User Assertion (xds.security.xua); None without one.
+    user: XUser | None = None
 
     @classmethod
     def from_environ(cls, environ: dict) -> "Caller":

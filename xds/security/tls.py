@@ -4,8 +4,9 @@ server uses, built from one identity (tls_certificate, tls_private_key) and one 
 trust store vouches for, on either side of the connection.
 
 Also here, so that the TLS policy and its words stay in one place: the peer's certificate
-subject as the audit records write it (`peer_subject`), and why a handshake was refused, in
-words an operator reads in a Security Alert (`refusal_reason`)."""
+subject as the audit records write it (`peer_subject`), the peer's certificate itself
+(`peer_certificate`), and why a handshake was refused, in words an operator reads in a Security
+Alert (`refusal_reason`)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,18 @@ def peer_subject(environ) -> str | None:
         return None
     subject = (certificate or {}).get("subject")
     return subject_string(subject) if subject else None
+
+
+def peer_certificate(environ) -> bytes | None:
+    """The client certificate the request came with, DER, or None (see peer_subject): what an
+    XUA holder-of-key assertion is confirmed against (xds.security.xua)."""
+    getpeercert = getattr(environ.get("gunicorn.socket"), "getpeercert", None)
+    if getpeercert is None:
+        return None
+    try:
+        return getpeercert(binary_form=True) or None
+    except (ValueError, OSError):
+        return None
 
 
 def handshake_done(sock) -> bool:

@@ -59,6 +59,9 @@ except ImportError:  # pragma: no cover - another WSGI server
     class _FramingError(Exception):  # type: ignore[no-redef]
         pass
 
+#: The handler of one action. A handler that processes header blocks itself carries their
+#: QNames as an attribute `understood_headers`: blocks marked mustUnderstand are understood for
+#: its action's requests (SOAP 1.2 Part 1 5.2.3: understanding is the processing a node does).
 Handler = Callable[[SoapRequest], SoapResponse]
 
 _READ_CHUNK = 64 * 1024
@@ -110,7 +113,8 @@ class SoapEndpoint:
     wsdl                a WSDL file served as it is on GET ?wsdl
     max_request_size    bodies above this many bytes get HTTP 413, unread
     understood_headers  QNames of the header blocks this endpoint honours when they are
-                        marked mustUnderstand (SOAP 1.2 Part 1 5.2.3)
+                        marked mustUnderstand (SOAP 1.2 Part 1 5.2.3), for every action; a
+                        handler adds those it processes itself (see Handler)
     spool               where MTOM parts go while a request is read (None: all in memory)
     max_envelope_size   the largest SOAP envelope (a plain body, or an MTOM root part) in bytes
     huge_tree           parse envelopes without libxml2's 10 MB text node limit (inline base64
@@ -197,8 +201,10 @@ class SoapEndpoint:
         """The checks before any processing, in SOAP's order: mustUnderstand first (SOAP 1.2
         Part 1 2.6), then the addressing headers the dispatch relies on."""
         if request.header is not None:
+            understood = self.understood_headers.union(
+                getattr(self.actions.get(request.action), "understood_headers", ()))
             missed = [block.tag for block in request.header.iterchildren(etree.Element)
-                      if _must_understand(block) and block.tag not in self.understood_headers]
+                      if _must_understand(block) and block.tag not in understood]
             if missed:
                 raise SoapFault(
                     "MustUnderstand",

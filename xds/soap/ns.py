@@ -66,9 +66,10 @@ WSA_ONLY_ANONYMOUS = qname(WSA, "OnlyAnonymousAddressSupported")
 XOP_INCLUDE = qname(XOP, "Include")
 WSSE_SECURITY = qname(WSSE, "Security")
 
-# Header blocks this layer processes itself, or hands on to a layer that does (wsse:Security
-# goes to the security layer). A mustUnderstand block outside this set is a MustUnderstand fault.
+# Header blocks this layer processes itself. A mustUnderstand block outside this set is a
+# MustUnderstand fault, unless the handler of the request's action processes it (a handler's
+# `understood_headers`, see app.SoapEndpoint): wsse:Security is understood only where XUA reads
+# it (xds.security.xua), so a client is never left believing its assertion was checked.
 DEFAULT_UNDERSTOOD_HEADERS: tuple[str, ...] = (
     WSA_ACTION, WSA_MESSAGE_ID, WSA_TO, WSA_REPLY_TO, WSA_FROM, WSA_FAULT_TO, WSA_RELATES_TO,
-    WSSE_SECURITY,
 )

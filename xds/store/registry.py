@@ -260,6 +260,7 @@ def _document_row(d: DocumentEntry, xml: str, submission_set: str | None) -> dic
         # A first version (ITI TF-3 4.2.3.2.13, Metadata Update): logicalId = entryUUID.
         "logical_id": d.logical_id or d.id,
         "version": d.version or "1",
+        "latest": True,  # an older version is marked so by the update that supersedes it
         "unique_id": d.unique_id,
         "patient_id": d.patient_id,
         "status": d.status or APPROVED,
@@ -294,6 +295,9 @@ def _folder_row(f: Folder, xml: str) -> dict[str, Any]:
     return {
         "entry_uuid": f.id,
         "unique_id": f.unique_id,
+        "logical_id": f.logical_id or f.id,
+        "version": f.version or "1",
+        "latest": True,
         "patient_id": f.patient_id,
         "last_update_time": dtm.padded(f.last_update_time),
         "status": f.status or APPROVED,

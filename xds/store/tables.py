@@ -22,8 +22,8 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, SmallInteger, String, Text,
-                        UniqueConstraint, func)
+from sqlalchemy import (BigInteger, Boolean, DateTime, Index, Integer, LargeBinary, MetaData, SmallInteger, String,
+                        Text, UniqueConstraint, func, true)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from xds import dtm
@@ -70,8 +70,12 @@ class DocumentEntryRow(Base):
 
     entry_uuid: Mapped[str] = mapped_column(String(UUID), primary_key=True)
     #: Metadata Update (ITI-57) versions share a logicalId; the first version's is its entryUUID.
-    logical_id: Mapped[str] = mapped_column(String(UUID), index=True)
+    logical_id: Mapped[str] = mapped_column(String(UUID))
+    #: The versionName: "1", "2", ... (xds.registry.update numbers them).
     version: Mapped[str] = mapped_column(String(32))
+    #: This is the latest version of its logical object: what queries at $MetadataLevel 1 see.
+    #: Older versions are Deprecated, so an Approved entry is always a latest one.
+    latest: Mapped[bool] = mapped_column(Boolean, server_default=true())
     #: Not unique: a document resubmitted with the same uniqueId, hash and size is accepted
     #: (ITI TF-3 4.2.3.2.26 / XDSNonIdenticalHash), and versions of one document share it.
     unique_id: Mapped[str] = mapped_column(String(OID), index=True)
@@ -109,6 +113,10 @@ class DocumentEntryRow(Base):
             "creation_time",
             "entry_uuid",
         ),
+        # One row per version: of two concurrent updates of one version, the database lets one
+        # store its new version (the other gets an IntegrityError: XDSMetadataVersionError).
+        # It also serves "the versions of this logicalID" ($XDSDocumentEntryLogicalID).
+        UniqueConstraint("logical_id", "version"),
     )
 
 
@@ -133,7 +141,13 @@ class FolderRow(Base):
     __tablename__ = "folder"
 
     entry_uuid: Mapped[str] = mapped_column(String(UUID), primary_key=True)
-    unique_id: Mapped[str] = mapped_column(String(OID), unique=True)
+    #: Shared by the versions of one Folder (Metadata Update), and by nothing else: see the
+    #: unique constraints below.
+    unique_id: Mapped[str] = mapped_column(String(OID))
+    #: As for DocumentEntries: the logicalID, the versionName, the latest version.
+    logical_id: Mapped[str] = mapped_column(String(UUID))
+    version: Mapped[str] = mapped_column(String(32))
+    latest: Mapped[bool] = mapped_column(Boolean, server_default=true())
     patient_id: Mapped[str] = mapped_column(String(PATIENT))
     #: Changed by the registry whenever the folder gains a member; the XML slot is patched
     #: from this column when answering.
@@ -142,7 +156,15 @@ class FolderRow(Base):
     home_community_id: Mapped[str | None] = mapped_column(String(OID))
     xml: Mapped[str] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_folder_patient", "patient_id", "status"),)
+    __table_args__ = (
+        Index("ix_folder_patient", "patient_id", "status"),
+        # A Folder uniqueId names one logical Folder: its versions share it, so the database
+        # holds it unique per version. Two concurrent submissions of one new Folder uniqueId both
+        # insert version 1, and one gets the IntegrityError (as the uniqueId's own unique index did
+        # before versions); an update keeps the uniqueId (xds.registry.update checks it).
+        UniqueConstraint("unique_id", "version"),
+        UniqueConstraint("logical_id", "version"),
+    )
 
 
 class AssociationRow(Base):
@@ -423,3 +445,127 @@ class IdentityCandidateRow(Base):
     #: "demographics-ambiguous", "demographics-partial", "identifier-conflict", "same-domain".
     reason: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PdqQueryRow(Base):
+    """An ITI-47 query with more matches than its first answer held, kept so that a
+    continuation (QUQI_IN000003UV01) reaches any worker on any host: the query as received and
+    where the next page starts. Removed by a cancel, by its last page, or when it expires."""
+
+    __tablename__ = "pdq_query"
+
+    #: The consumer's queryId (root^extension), which every continuation names.
+    query_id: Mapped[str] = mapped_column(String(TEXT_KEY), primary_key=True)
+    #: The query message's body as received (PRPA_IN201305UV02): read again by a continuation.
+    request: Mapped[str] = mapped_column(Text)
+    #: The match the next page starts at (0 is the first).
+    position: Mapped[int] = mapped_column(Integer)
+    #: The id of the latest answer: a continuation names it as its targetMessage.
+    last_response_id: Mapped[str] = mapped_column(String(TEXT_KEY))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class PixNotificationRow(Base):
+    """An ITI-46 PIX Update Notification on its way to one PIX Consumer (xds.identity.notify):
+    the person's ids in the consumer's domains as they were when the feed that changed them
+    committed. Written in that feed's transaction (one row per person per consumer); deleted
+    once the consumer accepted it, parked when it refused it (AE, AR)."""
+
+    __tablename__ = "pix_notification"
+
+    #: The queue's order: a person's notifications reach a consumer in this order.
+    id: Mapped[int] = mapped_column(_SERIAL, primary_key=True, autoincrement=True)
+    #: The consumer's URL, as configured (pix_consumers).
+    consumer: Mapped[str] = mapped_column(String(1024))
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    #: What the message carries: JSON [[root, extension], ...], the consumer's first domain first.
+    ids: Mapped[str] = mapped_column(Text)
+    #: The HL7 message id (a UUID), the same in every attempt: a consumer can tell a resend.
+    message_id: Mapped[str] = mapped_column(String(UUID))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: "waiting", or "parked" (the consumer refused it; an administrator sends it again or drops it).
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: Why the last attempt failed, or why the consumer refused it.
+    last_error: Mapped[str | None] = mapped_column(String(2048))
+
+    __table_args__ = (
+        # "Is an earlier notification of this person to this consumer still waiting?": asked of
+        # every candidate, so that a person's notifications never overtake one another.
+        Index("ix_pix_notification_person", "consumer", "person_id", "id"),
+        # The senders' poll: what is due now.
+        Index("ix_pix_notification_due", "status", "next_attempt_at"),
+    )
+
+
+# --- Consent and access control (xds.consent) ------------------------------------------------
+#
+# A person's consent is a chain of records, one per change (a grant, an exclusion, a hold, a
+# withdrawal, a BPPC document registered), each holding the whole state the change left: the
+# latest record of a person is its consent now, the earlier ones its history. Rows are only
+# ever inserted (xds.consent.store), never updated or deleted: who recorded what, when, why and
+# from which source stays readable.
+
+class ConsentRecordRow(Base):
+    """One change of a person's consent, and the consent it left (xds.consent.store)."""
+
+    __tablename__ = "consent_record"
+
+    #: The order of the changes: a person's latest record is its highest id.
+    id: Mapped[int] = mapped_column(_SERIAL, primary_key=True, autoincrement=True)
+    #: identity_person.id: a consent follows the person across its linked ids.
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    #: The local id the change was recorded for (the command's PATIENT, a BPPC document's patient).
+    patient_id: Mapped[str] = mapped_column(String(PATIENT))
+    #: What was done: "grant", "exclude", "hold", "release", "withdraw".
+    action: Mapped[str] = mapped_column(String(16))
+    #: The model in force after it: "blanket", "facility", "person", "implied".
+    model: Mapped[str] = mapped_column(String(16))
+    #: JSON lists: the facilities allowed (per facility), those excluded (any model), the
+    #: individuals allowed (per person: XUA subject ids).
+    facilities: Mapped[str] = mapped_column(Text)
+    excluded: Mapped[str] = mapped_column(Text)
+    individuals: Mapped[str] = mapped_column(Text)
+    valid_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    valid_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Viewing on hold: nothing is shown until a release.
+    on_hold: Mapped[bool] = mapped_column(Boolean)
+    #: Set by a withdrawal (or an opt-out of implied consent); cleared by a later grant.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_by: Mapped[str] = mapped_column(String(TEXT_KEY))
+    reason: Mapped[str] = mapped_column(String(1024))
+    #: "cli", or "bppc:<the consent document's uniqueId>".
+    source: Mapped[str] = mapped_column(String(TEXT_KEY))
+
+    __table_args__ = (
+        # "The latest record of each of these persons": one probe of the index per person.
+        Index("ix_consent_record_person", "person_id", "id"),
+    )
+
+
+class ConsentBreakGlassRow(Base):
+    """An access granted without consent for an emergency (break-glass), for review
+    (`xds consent review`)."""
+
+    __tablename__ = "consent_break_glass"
+
+    id: Mapped[int] = mapped_column(_SERIAL, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    person_id: Mapped[int | None] = mapped_column(BigInteger)
+    patient_id: Mapped[str] = mapped_column(String(PATIENT))
+    #: ITI-18, ITI-43...
+    transaction: Mapped[str] = mapped_column(String(16))
+    facility: Mapped[str] = mapped_column(String(TEXT_KEY))
+    #: The XUA user: NameID, and alias<user@issuer> as audit records name them.
+    user_id: Mapped[str] = mapped_column(String(TEXT_KEY))
+    user_name: Mapped[str] = mapped_column(String(TEXT_KEY))
+    #: The purposes of use the assertion carried (code^codeSystem, space separated).
+    purposes: Mapped[str] = mapped_column(String(TEXT_KEY))
+    #: Why consent alone would not have allowed it.
+    reason: Mapped[str] = mapped_column(String(1024))
+    message_id: Mapped[str] = mapped_column(String(TEXT_KEY))
+    address: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_consent_break_glass_person", "person_id", "id"),)
