@@ -65,12 +65,7 @@ def add_parser(subparsers) -> None:
 
 
 def _delete(args, settings: config.Settings) -> int:
-    from lxml import etree
-    from sqlalchemy.exc import SQLAlchemyError
-
     from xds.ebrim.remove import read_remove_objects
-    from xds.ebrim.response import read_registry_response
-    from xds.store import db
 
     try:
         ids = _ids(args)
@@ -82,26 +77,11 @@ def _delete(args, settings: config.Settings) -> int:
               file=sys.stderr)
         return 2
     request = remove_objects_request(ids)
-    try:
-        response = _send(request, args.url, settings) if args.url else _in_process(request, settings)
-    except (OSError, urllib.error.URLError, ValueError) as exc:
-        print(f"xds delete: {exc}", file=sys.stderr)
+    response = _exchange("delete", lambda: _send(request, args.url, settings) if args.url
+                         else _in_process(request, settings), settings)
+    if response is None:
         return 2
-    except SQLAlchemyError as exc:
-        print(f"xds delete: cannot use the registry database {db.redacted(settings.database)} "
-              f"({type(exc).__name__}); is it created (`xds db upgrade`)?", file=sys.stderr)
-        return 2
-    status, errors = read_registry_response(response)
-    if args.xml:
-        sys.stdout.write(etree.tostring(response, pretty_print=True, encoding="unicode"))
-    else:
-        print(f"status: {status.rsplit(':', 1)[-1]}")
-        for e in errors:
-            where = f" [{e.location}]" if e.location else ""
-            print(f"  {e.code}{where}: {e.context}")
-        if status.endswith(":Success"):
-            print(f"{len(read_remove_objects(request).ids)} object(s) removed")
-    return 0 if status.endswith(":Success") else 1
+    return _report(response, args.xml, [f"{len(read_remove_objects(request).ids)} object(s) removed"])
 
 
 def _ids(args) -> list[str]:
@@ -164,15 +144,11 @@ def _in_process(request, settings: config.Settings):
 
 
 def _update(args, settings: config.Settings) -> int:
-    from lxml import etree
     import copy
-    from sqlalchemy.exc import SQLAlchemyError
 
     from xds.client import request_body
     from xds.ebrim import ns
-    from xds.ebrim.response import read_registry_response
     from xds.soap import SoapFault
-    from xds.store import db
 
     try:
         request = request_body(args.file)
@@ -183,17 +159,39 @@ def _update(args, settings: config.Settings) -> int:
         print(f"xds update: {args.file}: expected an lcm:SubmitObjectsRequest, found {request.tag}", file=sys.stderr)
         return 2
     what = _changes(copy.deepcopy(request))  # the in-process update takes the request's elements apart
+    response = _exchange("update", lambda: _send_update(request, args.url, settings) if args.url
+                         else _update_in_process(request, settings), settings)
+    if response is None:
+        return 2
+    return _report(response, args.xml, [f"  {line}" for line in what])
+
+
+def _exchange(command: str, send, settings):
+    """The registry's answer to `send()`, or None (said on stderr) when the registry or its
+    database cannot be reached."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from xds.store import db
+
     try:
-        response = _send_update(request, args.url, settings) if args.url else _update_in_process(request, settings)
+        return send()
     except (OSError, urllib.error.URLError, ValueError) as exc:
-        print(f"xds update: {exc}", file=sys.stderr)
-        return 2
+        print(f"xds {command}: {exc}", file=sys.stderr)
     except SQLAlchemyError as exc:
-        print(f"xds update: cannot use the registry database {db.redacted(settings.database)} "
+        print(f"xds {command}: cannot use the registry database {db.redacted(settings.database)} "
               f"({type(exc).__name__}); is it created (`xds db upgrade`)?", file=sys.stderr)
-        return 2
+    return None
+
+
+def _report(response, xml: bool, done: list[str]) -> int:
+    """Print a RegistryResponse (its XML, or its status and errors, and `done` on Success);
+    exit status 0 on Success, else 1."""
+    from lxml import etree
+
+    from xds.ebrim.response import read_registry_response
+
     status, errors = read_registry_response(response)
-    if args.xml:
+    if xml:
         sys.stdout.write(etree.tostring(response, pretty_print=True, encoding="unicode"))
     else:
         print(f"status: {status.rsplit(':', 1)[-1]}")
@@ -201,8 +199,8 @@ def _update(args, settings: config.Settings) -> int:
             where = f" [{e.location}]" if e.location else ""
             print(f"  {e.code}{where}: {e.context}")
         if status.endswith(":Success"):
-            for line in what:
-                print(f"  {line}")
+            for line in done:
+                print(line)
     return 0 if status.endswith(":Success") else 1
 
 
