@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import multiprocessing
 import sqlite3
+import os
 import sys
 import time
 import uuid
@@ -200,14 +201,15 @@ def load(url: str, total: int, workers: int) -> None:
 
 @contextlib.contextmanager
 def deterministic_uuids(seed: int) -> Iterator[None]:
-    """uuid.uuid4 (what assign_uuids draws from) as a fixed sequence."""
-    original = uuid.uuid4
+    """The random bytes new UUIDs are made of (xds.ebrim.submission draws os.urandom, uuid.uuid4
+    does too) as a fixed sequence."""
+    original = os.urandom
     counter = iter(range(seed << 64, (seed + 1) << 64))
-    uuid.uuid4 = lambda: uuid.UUID(int=next(counter), version=4)
+    os.urandom = lambda n: next(counter).to_bytes(n, "big")
     try:
         yield
     finally:
-        uuid.uuid4 = original
+        os.urandom = original
 
 
 @contextlib.contextmanager
