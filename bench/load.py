@@ -29,8 +29,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
-import sqlite3
 import os
+import sqlite3
 import sys
 import time
 import uuid
@@ -45,7 +45,7 @@ from bench import corpus
 from xds.ebrim.submission import read_submission
 from xds.registry.register import DocumentRegistry
 from xds.registry.validate import validate
-from xds.store import db, patients
+from xds.store import db, patients, stored_xml
 from xds.store.tables import DocumentEntryRow, metadata
 
 CHUNK = 500  # patients per worker task and per transaction (5,000 documents)
@@ -57,10 +57,34 @@ FIXED_CLOCK = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 
 class RowCollector:
     """Stands in for the Session that `xds.store.registry.save_submission` inserts through:
-    keeps each `execute(insert(table), rows)` call's rows, by table, as tuples."""
+    keeps each `execute(insert(table), rows)` call's rows, by table, as tuples. Object ids are
+    numbered from `first_id` on; a code stays its (attribute, value) key, which the writer turns
+    into the dictionary's id (`code_order`: new keys in the order register() would add them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_id: int = 1) -> None:
         self.tables: dict[str, tuple[list[str], list[tuple]]] = {}
+        self._next_id = first_id
+        self.code_order: dict[tuple[str, str], None] = {}
+
+    def next_object_ids(self, count: int) -> list[int]:
+        ids = list(range(self._next_id, self._next_id + count))
+        self._next_id += count
+        return ids
+
+    def code_ids(self, keys) -> dict[tuple[str, str], tuple[str, str]]:
+        wanted = set(keys)
+        self.code_order.update(dict.fromkeys(sorted(wanted - self.code_order.keys())))
+        return {key: key for key in wanted}
+
+    def stored(self) -> dict[str, tuple[list[str], list[tuple]]]:
+        """The rows as the database stores them: XML compressed (as the column type does)."""
+        out = {}
+        for name, (columns, rows) in self.tables.items():
+            if "xml" in columns:
+                at = columns.index("xml")
+                rows = [(*row[:at], stored_xml.compress(row[at]), *row[at + 1:]) for row in rows]
+            out[name] = (columns, rows)
+        return out
 
     def execute(self, statement, rows=None):
         if getattr(statement, "is_insert", False) is not True or rows is None:
@@ -88,17 +112,44 @@ def store_submission(collector: RowCollector, xml: str, check: bool = False) -> 
     _registry._store(collector, parsed, _registry._prepare(parsed))  # noqa: SLF001 - the steps register() stores with
 
 
-def produce(first_last: tuple[int, int]) -> dict[str, tuple[list[str], list[tuple]]]:
-    """Rows of patients first..last-1 (a worker process's task)."""
+#: Object ids per patient: 10 DocumentEntries and 4 SubmissionSets, with room.
+IDS_PER_PATIENT = 16
+
+
+def produce(first_last: tuple[int, int]) -> tuple[dict[str, tuple[list[str], list[tuple]]], list[tuple[str, str]]]:
+    """Rows of patients first..last-1 (a worker process's task), and their new codes in order."""
     first, last = first_last
-    collector = RowCollector()
+    collector = RowCollector(first * IDS_PER_PATIENT + 1)
     for p in range(first, last):
         for s, xml in enumerate(corpus.submissions(p), 1):
             store_submission(collector, xml, check=(p % 97 == 0 and s == 4))
-    return collector.tables
+    return collector.stored(), list(collector.code_order)
 
 
 # --- writing rows in bulk ----------------------------------------------------------------------
+
+
+class CodeDictionary:
+    """The writer's side of the code dictionary: the ids of the codes already stored, and
+    the rows of new ones, numbered on (what register() gives them on an empty registry)."""
+
+    def __init__(self, rows) -> None:
+        self.ids = {(attribute, value): id_ for id_, attribute, value in rows}
+
+    def resolve(self, tables: dict[str, tuple[list[str], list[tuple]]],
+                order: list[tuple[str, str]]) -> dict[str, tuple[list[str], list[tuple]]]:
+        """`tables` with the code rows they need first and object_code's keys turned to ids."""
+        new = []
+        for key in order:
+            if key not in self.ids:
+                self.ids[key] = len(self.ids) + 1
+                new.append((self.ids[key], *key))
+        out = {"code": (["id", "attribute", "value"], new)} if new else {}
+        for name, (columns, rows) in tables.items():
+            if name == "object_code":
+                rows = [(object_id, self.ids[key]) for object_id, key in rows]
+            out[name] = (columns, rows)
+        return out
 
 
 class SqliteWriter:
@@ -108,11 +159,12 @@ class SqliteWriter:
         # server's own connections set their pragmas again (xds.store.db.make_engine).
         self.connection.execute("PRAGMA synchronous = OFF")
         self.connection.execute("PRAGMA cache_size = -2000000")
+        self.codes = CodeDictionary(self.connection.execute("SELECT id, attribute, value FROM code"))
 
-    def write(self, tables: dict[str, tuple[list[str], list[tuple]]]) -> None:
+    def write(self, tables: dict[str, tuple[list[str], list[tuple]]], code_order: list[tuple[str, str]]) -> None:
         c = self.connection
         c.execute("BEGIN IMMEDIATE")
-        for name, (columns, rows) in tables.items():
+        for name, (columns, rows) in self.codes.resolve(tables, code_order).items():
             names = ", ".join(f'"{col}"' for col in columns)
             marks = ", ".join("?" for _ in columns)
             c.executemany(f'INSERT INTO "{name}" ({names}) VALUES ({marks})', rows)
@@ -128,16 +180,22 @@ class PostgresWriter:
         import psycopg
 
         self.connection = psycopg.connect(libpq_url(url))
+        self.codes = CodeDictionary(self.connection.execute("SELECT id, attribute, value FROM code"))
 
-    def write(self, tables: dict[str, tuple[list[str], list[tuple]]]) -> None:
+    def write(self, tables: dict[str, tuple[list[str], list[tuple]]], code_order: list[tuple[str, str]]) -> None:
         with self.connection.transaction(), self.connection.cursor() as cursor:
-            for name, (columns, rows) in tables.items():
+            for name, (columns, rows) in self.codes.resolve(tables, code_order).items():
                 names = ", ".join(f'"{col}"' for col in columns)
                 with cursor.copy(f'COPY "{name}" ({names}) FROM STDIN') as copy:
                     for row in rows:
                         copy.write_row(row)
 
     def close(self) -> None:
+        # The ids were given here, not by the database: its counters continue after them.
+        self.connection.execute("SELECT setval(pg_get_serial_sequence('code', 'id'), (SELECT max(id) FROM code))")
+        self.connection.execute("SELECT setval('registry_object_id', greatest((SELECT max(id) FROM document_entry),"
+                                " (SELECT max(id) FROM submission_set), (SELECT max(id) FROM folder), 1))")
+        self.connection.commit()
         self.connection.close()
 
 
@@ -178,8 +236,8 @@ def load(url: str, total: int, workers: int) -> None:
     t0 = time.monotonic()
     done = 0
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for tables in pool.imap(produce, chunks):
-            writer.write(tables)
+        for tables, code_order in pool.imap(produce, chunks):
+            writer.write(tables, code_order)
             done += len(tables["document_entry"][1])
             elapsed = time.monotonic() - t0
             if done % 50_000 < CHUNK * corpus.DOCUMENTS_PER_PATIENT or done == (total - start) * 10:
@@ -279,7 +337,7 @@ def verify(url: str, patient_numbers=(7, 8, 12345)) -> bool:
             for xml in xmls:
                 store_submission(collector, xml, check=True)
         writer = writer_for(via_loader)
-        writer.write(collector.tables)
+        writer.write(collector.stored(), list(collector.code_order))
         writer.close()
 
         a, b = dump(via_register), dump(via_loader)

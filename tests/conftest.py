@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import Engine, text
@@ -79,3 +80,46 @@ def registry(engine: Engine, session_factory: sessionmaker[Session]):
     with session_factory.begin() as session:
         patients.add(session, [submissions.PATIENT, submissions.OTHER_PATIENT])
     return DocumentRegistry(sessions=db.make_sessionmaker(engine, write=True))
+
+
+# --- the `xds` command in-process ---------------------------------------------------------------
+
+@dataclass
+class Run:
+    """What one `xds ...` did: its exit status and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def xds_environment() -> dict[str, str]:
+    """The settings (environment variables) the `xds` fixture runs the command with beyond
+    its database and data folder: the affinity domain of tests.test_identity_data. A test
+    module overrides this fixture to run with others."""
+    from tests.test_identity_data import DOMAIN
+
+    return {"XDS_AFFINITY_DOMAIN": DOMAIN}
+
+
+@pytest.fixture
+def xds(engine, database_url, monkeypatch, tmp_path, capsys, xds_environment):
+    """`xds ...` in-process (xds.cli.main) on the test database, as a person runs it: the
+    settings from the environment (no settings file), what it prints captured."""
+    from xds import cli
+
+    monkeypatch.setenv("XDS_DATABASE_URL", database_url)
+    monkeypatch.setenv("XDS_DATA_DIR", str(tmp_path / "var"))
+    for name, value in xds_environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("XDS_CONFIG", raising=False)
+
+    def run(*argv: str) -> Run:
+        capsys.readouterr()
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return Run(code, out, err)
+
+    return run

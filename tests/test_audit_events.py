@@ -146,6 +146,10 @@ CASES = {
     ("ITI-44", "PatientIdentifierCrossReferenceManager"): (
         {"action": "urn:hl7-org:v3:PRPA_IN201301UV02", "endpoint_url": PIX_URL, "query_id": HL7_MESSAGE_ID},
         ["ITI-44_110110_mt02_DICOM.sch"]),
+    # The feed's delete of an id a merge retired (tests/test_identity_audit.py)
+    events.ITI_44_DELETE: (
+        {"action": "urn:hl7-org:v3:PRPA_IN201304UV02", "endpoint_url": PIX_URL, "query_id": HL7_MESSAGE_ID},
+        ["ITI-44_110110_mt02_DICOM.sch"]),
     ("ITI-45", "PatientIdentifierCrossReferenceManager"): (
         {"action": "urn:hl7-org:v3:PRPA_IN201309UV02", "endpoint_url": PIX_URL, "query_id": HL7_MESSAGE_ID,
          "query_request": HL7_QUERY},

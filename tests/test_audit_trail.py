@@ -259,7 +259,10 @@ def audited(tmp_path_factory):
         "XDS_AUDIT_DESTINATIONS": f"udp://127.0.0.1:{receiver.getsockname()[1]}",
         "XDS_AUDIT_SOURCE_ID": "XDS-TEST-NODE", "XDS_AUDIT_ENTERPRISE_SITE_ID": "KMIX",
         "XDS_HOME_COMMUNITY_ID": HOME})
-    (start,) = _receive(receiver, 1)  # the server's own first record
+    # The patient start_server added (`xds patients add`, before the server ran) was audited
+    # then, as ITI-44, and waited in the spool: the server sends that first, then its start.
+    added, start = _receive(receiver, 2)
+    assert added.find("EventIdentification/EventTypeCode").get("csd-code") == "ITI-44"
     assert start.find("EventIdentification/EventTypeCode").get("csd-code") == "110120"
     yield server, receiver
     stop_server(server)

@@ -158,9 +158,23 @@ def test_pix_and_pdq_audit_the_persons_left_out(node, idp, schema):
     found = hl7_pdq.read_pdq_query_response(send(server, "/pdq", search, INTERACTIONS["PRPA_IN201305UV02"].action,
                                                  assertion=assertion)[1].body)
     assert [m.record.ids[0] for m in found.matches] == [pid("P1")] and found.result_total_quantity == 1
-    for key in ("P2", "P3"):
-        left_out = record_of(receiver, "ITI-47", cx(key), outcome="4")
-        assert schema.validate(left_out), schema.error_log
+    # A search is audited once: its own record counts the matches left out and names none.
+    left_out = receiver.wait_for(lambda m: any(e.get("csd-code") == "ITI-47" for e in
+                                               m.iterfind("EventIdentification/EventTypeCode")))
+    assert left_out.find("EventIdentification").get("EventOutcomeIndicator") == "4"
+    assert description(left_out) == "access denied by consent: 2 matches left out"
+    assert not [e for e in left_out.iterfind("ParticipantObjectIdentification")
+                if e.get("ParticipantObjectTypeCodeRole") == "1"]
+    assert schema.validate(left_out), schema.error_log
+    # A search for a patient by id asked for that patient: its denial names it.
+    by_id = hl7_pdq.pdq_query(hl7_pdq.PdqQuery(query_id=Identifier("1.2.9", "id"), living_subject_ids=[pid("P3")]),
+                              sender=THEM, receiver=US)
+    found = hl7_pdq.read_pdq_query_response(send(server, "/pdq", by_id, INTERACTIONS["PRPA_IN201305UV02"].action,
+                                                 assertion=assertion)[1].body)
+    assert found.matches == [] and found.query_response_code == "NF"
+    denied = record_of(receiver, "ITI-47", cx("P3"), outcome="4")
+    assert description(denied).startswith(f"access denied by consent: facility {FACILITY_A} is not among")
+    assert schema.validate(denied), schema.error_log
 
 
 def test_break_glass_is_granted_flagged_audited_and_listed_for_review(node, idp, schema, capsys):

@@ -5,7 +5,6 @@ through XDS (xds.consent.bppc), which update the record in the registration's tr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import func, select
@@ -13,7 +12,6 @@ from sqlalchemy import func, select
 from tests import queries as q
 from tests import submissions as s
 from tests.test_identity_data import DOMAIN, HOSPITAL_A, japanese, pid
-from xds import cli
 from xds.config import Settings
 from xds.consent import store
 from xds.consent.bppc import BppcConsents, hook
@@ -28,30 +26,10 @@ from xds.store.tables import ConsentRecordRow
 CLINIC_A, CLINIC_B = "1.2.392.100.1", "1.2.392.100.2"
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
-def xds(engine, database_url, monkeypatch, tmp_path, capsys):
-    """`xds ...` in-process on the test database, with the affinity domain set."""
-    monkeypatch.setenv("XDS_DATABASE_URL", database_url)
-    monkeypatch.setenv("XDS_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("XDS_AFFINITY_DOMAIN", DOMAIN)
-    monkeypatch.setenv("XDS_ACCESS_CONTROL", "consent")
-    monkeypatch.delenv("XDS_CONFIG", raising=False)
-
-    def run(*argv: str) -> Run:
-        capsys.readouterr()
-        code = cli.main(list(argv))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return Run(code, out, err)
-
-    return run
+def xds_environment():
+    """`xds ...` (the fixture of tests/conftest.py) with the affinity domain and access control on."""
+    return {"XDS_AFFINITY_DOMAIN": DOMAIN, "XDS_ACCESS_CONTROL": "consent"}
 
 
 def test_each_change_prints_the_consent_it_left_and_show_prints_the_history(xds):

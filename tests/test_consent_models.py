@@ -263,3 +263,83 @@ def test_break_glass_is_decided_from_the_record(engine):
     glass = decision(engine, pid("P1").cx, who=user(purposes=[EMERGENCY]), purposes=[EMERGENCY], policy=BREAK_GLASS)
     assert glass.allowed and glass.break_glass
     assert not decision(engine, pid("P1").cx, purposes=[EMERGENCY]).allowed  # break-glass off
+
+
+# --- domain knowledge (PatientAccess.sees_domain) ---------------------------------------------------
+
+#: Consents as chains of changes, each of which allows or denies some request below.
+CHAINS = {
+    "none": [],
+    "blanket": [("grant", dict(model="blanket"))],
+    "blanket without A": [("grant", dict(model="blanket", excluded=[CLINIC_A]))],
+    "to A": [("grant", dict(model="facility", facilities=[CLINIC_A]))],
+    "to B": [("grant", dict(model="facility", facilities=[CLINIC_B]))],
+    "to A, A excluded": [("grant", dict(model="facility", facilities=[CLINIC_A])),
+                         ("exclude", dict(facilities=[CLINIC_A]))],
+    "to a person": [("grant", dict(model="person", individuals=["tanaka@clinic-a.example"]))],
+    "to another person": [("grant", dict(model="person", individuals=["sato@clinic-b.example"]))],
+    "implied": [("grant", dict(model="implied"))],
+    "held": [("grant", dict(model="blanket")), ("hold", {})],
+    "withdrawn": [("grant", dict(model="blanket")), ("withdraw", {})],
+    "ended": [("grant", dict(model="blanket", valid_to=NOW - dt.timedelta(days=1)))],
+    "not yet": [("grant", dict(model="blanket", valid_from=NOW + dt.timedelta(days=1)))],
+}
+IMPLIED_POLICY = ConsentPolicy.from_settings(Settings(access_control="consent", consent_implied=True))
+
+
+def test_a_domain_is_known_to_a_request_exactly_when_it_may_see_one_of_its_ids(engine):
+    """sees_domain narrows in SQL (store.might_allow) before deciding: it must never leave out a
+    consent that would allow, whatever the model, the network's policy or the purpose."""
+    from xds.consent.access import PatientAccess
+
+    roots = {name: f"1.2.392.100.50.{n}" for n, name in enumerate(CHAINS)}
+    fed(engine, *(japanese(f"D{n}", root=roots[name]) for n, name in enumerate(CHAINS)))
+    for n, (name, chain) in enumerate(CHAINS.items()):
+        for action, values in chain:
+            change(engine, pid(f"D{n}", roots[name]).cx, action, **values)
+    requests = [(POLICY, user(), ()), (POLICY, None, ()), (IMPLIED_POLICY, user(), ()),
+                (BREAK_GLASS, user(purposes=[EMERGENCY]), [EMERGENCY]), (BREAK_GLASS, user(), [TREATMENT])]
+    checked = set()
+    with db.make_sessionmaker(engine)() as session:
+        for policy, who, _ in requests:
+            for facility in (CLINIC_A, ""):
+                for n, name in enumerate(CHAINS):
+                    access = PatientAccess(policy, facility, who, NOW)
+                    patient = pid(f"D{n}", roots[name]).cx
+                    expected = bool(access.visible(session, [patient]))
+                    assert PatientAccess(policy, facility, who, NOW).sees_domain(session, roots[name]) is expected, \
+                        (name, policy, facility, who)
+                    checked.add(expected)
+    assert checked == {True, False}
+
+
+def test_a_revoked_documents_grants_are_replayed_away_and_the_rest_kept(engine):
+    """store.revoke over a history with grants, an exclusion, a hold and a release around the
+    revoked source's grants (as the BPPC hooks call it)."""
+    fed(engine, japanese("P1"))
+    patient = pid("P1").cx
+
+    def by(source: str, action: str, **values):
+        with db.write_session(engine) as session:
+            store.change(session, patient, action, POLICY, at=NOW, recorded_by="t", reason="", source=source,
+                         **values)
+
+    by("cli", "grant", model="facility", facilities=[CLINIC_A])
+    by("bppc:1", "grant", model="facility", facilities=[CLINIC_B])     # adds B
+    by("cli", "hold")
+    by("cli", "grant", model="facility", facilities=[CLINIC_C])         # adds C
+    by("cli", "exclude", facilities=[CLINIC_A])
+    by("cli", "release")
+    with db.write_session(engine) as session:
+        person = store.persons_of(session, [patient])[patient]
+        revoked = store.revoke(session, person, patient, "bppc:1", POLICY, at=NOW, recorded_by="registry",
+                               reason="gone")
+        again = store.revoke(session, person, patient, "bppc:1", POLICY, at=NOW, recorded_by="registry",
+                             reason="gone")
+        never = store.revoke(session, person, patient, "bppc:2", POLICY, at=NOW, recorded_by="registry",
+                             reason="granted nothing")
+    assert (again, never) == (None, None)
+    assert revoked.action == "revoke" and revoked.source == "bppc:1"
+    state = revoked.state
+    assert (state.model, state.facilities, state.excluded, state.on_hold) == ("facility", (CLINIC_C,), (CLINIC_A,),
+                                                                              False)

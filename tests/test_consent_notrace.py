@@ -10,6 +10,9 @@ organization-id of the signed assertion each request carries (tests/saml.py). No
 holds eight patients, each with two submissions (documents, a folder, an addendum, a
 replacement, an association to an association), and their consents; node "visible" holds the
 same objects, with the same ids, of the three patients facility A may see, and no access control.
+Both also hold patients of two hospitals' own domains (identity only): none of hospital A's may
+be seen, so for facility A that domain is one nobody fed (ITI-45 and ITI-47 answer "unknown
+domain", not "unknown id"); one of hospital B's may.
 A third server over the full node's database with access control off shows that the hidden
 patients' objects are there to hide. On SQLite and PostgreSQL."""
 
@@ -33,7 +36,7 @@ from tests import saml
 from tests import submissions as s
 from tests.conftest import POSTGRES_ENV
 from tests.soap_helpers import call, environ
-from tests.test_identity_data import DOMAIN, japanese, pid
+from tests.test_identity_data import CLINIC, DOMAIN, HOSPITAL_A, HOSPITAL_B, japanese, pid
 from xds.app import Server
 from xds.config import Settings
 from xds.consent import store
@@ -72,10 +75,24 @@ PATIENTS = {
     "C8": ("takahashi_old", [("grant", dict(model="blanket")), ("hold", {})], False),
 }
 VISIBLE = [key for key, (_, _, shown) in PATIENTS.items() if shown]
+#: Patients of the hospitals' own domains (no documents: the registry takes the affinity domain's
+#: ids only): facility A may see none of hospital A's, so for it that domain is not one ever fed
+#: (ITI-45 "unknown domain", ITI TF-2 3.45.4.2.3), and one of hospital B's.
+HOSPITAL_PATIENTS = {
+    "H1": (HOSPITAL_A, "sato", [("grant", dict(model="facility", facilities=[FACILITY_B]))], False),
+    "H2": (HOSPITAL_A, "yamada", [("grant", dict(model="blanket")), ("withdraw", {})], False),
+    "H3": (HOSPITAL_B, "yamada", [("grant", dict(model="blanket"))], True),
+    "H4": (HOSPITAL_B, "saito_old", [], False),
+}
+VISIBLE_IN_HOSPITALS = [key for key, (_, _, _, shown) in HOSPITAL_PATIENTS.items() if shown]
 
 
 def cx(key: str) -> str:
-    return pid(key).cx
+    return hospital_id(key).cx if key in HOSPITAL_PATIENTS else pid(key).cx
+
+
+def hospital_id(key: str) -> Identifier:
+    return pid(key, HOSPITAL_PATIENTS[key][0] if key in HOSPITAL_PATIENTS else HOSPITAL_A)
 
 
 def uid(key: str, name: str) -> str:
@@ -163,15 +180,19 @@ def _provide(submit_xml: str, documents: dict[str, bytes]):
     return request
 
 
-def populate(server: Server, keys, unique_ids, *, consents: bool) -> None:
+def populate(server: Server, keys, hospital_keys, unique_ids, *, consents: bool) -> None:
     identity = IdentityPolicy.from_settings(server.settings)
     with db.write_session(server.engine) as session:
         for key in keys:
             feed.add(session, japanese(key, PATIENTS[key][0]), identity)
+        for key in hospital_keys:
+            root, who, _, _ = HOSPITAL_PATIENTS[key]
+            feed.add(session, japanese(key, who, root=root, birth="19800202"), identity)
     if consents:
         policy = ConsentPolicy.from_settings(server.settings)
-        for key in keys:
-            for action, values in PATIENTS[key][1]:
+        changes = [(key, PATIENTS[key][1]) for key in keys] + [(key, HOSPITAL_PATIENTS[key][2]) for key in hospital_keys]
+        for key, actions in changes:
+            for action, values in actions:
                 with db.write_session(server.engine) as session:
                     store.change(session, cx(key), action, policy, at=dt.datetime.now(dt.UTC),
                                  recorded_by="consent desk", reason="", source="test", **values)
@@ -196,8 +217,8 @@ def nodes(database_url, tmp_path, idp):
         visible = Server(settings(tmp_path / "visible", visible_url, idp, "off"))
         unfiltered = Server(settings(tmp_path / "full", database_url, idp, "off"))
         try:
-            populate(full, list(PATIENTS), unique_ids, consents=True)
-            populate(visible, VISIBLE, unique_ids, consents=False)
+            populate(full, list(PATIENTS), list(HOSPITAL_PATIENTS), unique_ids, consents=True)
+            populate(visible, VISIBLE, VISIBLE_IN_HOSPITALS, unique_ids, consents=False)
             yield full, visible, unfiltered, unique_ids
         finally:
             for server in (full, visible, unfiltered):
@@ -312,6 +333,22 @@ def identity_queries() -> Iterator[tuple[str, etree._Element]]:
         yield "/pdq", hl7_pdq.pdq_query(hl7_pdq.PdqQuery(query_id=Identifier("1.2.6", key),
                                                          living_subject_names=[PersonName(family=family)]),
                                         sender=THEM, receiver=US, message_id=f"1.2.6.{key}")
+    # Domain knowledge: hospital A's ids are all hidden, hospital B's partly, a clinic's unknown.
+    for key in [*HOSPITAL_PATIENTS, "NOBODY"]:
+        yield "/pix", hl7_pix.pix_query(hospital_id(key), sender=THEM, receiver=US, message_id=f"1.2.8.{key}")
+        by_id = hl7_pdq.PdqQuery(query_id=Identifier("1.2.9", key), living_subject_ids=[hospital_id(key)])
+        yield "/pdq", hl7_pdq.pdq_query(by_id, sender=THEM, receiver=US, message_id=f"1.2.9.{key}")
+    for number, (key, sources) in enumerate([("C1", [HOSPITAL_A]), ("C1", [HOSPITAL_B]), ("C1", [CLINIC]),
+                                             ("C1", [DOMAIN, HOSPITAL_A, HOSPITAL_B]), ("H3", [HOSPITAL_A]),
+                                             ("H3", [DOMAIN, HOSPITAL_B]), ("H4", [HOSPITAL_A]),
+                                             ("H1", [HOSPITAL_B]), ("C3", [HOSPITAL_A])]):
+        identifier = hospital_id(key) if key in HOSPITAL_PATIENTS else pid(key)
+        yield "/pix", hl7_pix.pix_query(identifier, sources, sender=THEM, receiver=US,
+                                        message_id=f"1.2.10.{number}")
+    for number, scoping in enumerate([[HOSPITAL_A], [HOSPITAL_B], [DOMAIN, HOSPITAL_A], [CLINIC]]):
+        named = hl7_pdq.PdqQuery(query_id=Identifier("1.2.11", str(number)), other_ids_scoping_organizations=scoping,
+                                 living_subject_names=[PersonName(family=("山田",))])
+        yield "/pdq", hl7_pdq.pdq_query(named, sender=THEM, receiver=US, message_id=f"1.2.11.{number}")
     for gender in ("M", "F"):  # many patients each, paged
         yield "/pdq", hl7_pdq.pdq_query(hl7_pdq.PdqQuery(query_id=Identifier("1.2.7", gender), initial_quantity=2,
                                                          living_subject_administrative_gender=gender),

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import select, update
@@ -25,31 +24,6 @@ from xds.store.tables import PixNotificationRow
 
 D1, D2 = pid("D1"), pid("D2")
 A1, B1, C1 = pid("A1", HOSPITAL_A), pid("B1", HOSPITAL_B), pid("C1", CLINIC)
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def xds(engine, database_url, monkeypatch, tmp_path, capsys):
-    """`xds ...` in-process on the test database, with the affinity domain set (DOMAIN)."""
-    monkeypatch.setenv("XDS_DATABASE_URL", database_url)
-    monkeypatch.setenv("XDS_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("XDS_AFFINITY_DOMAIN", DOMAIN)
-    monkeypatch.delenv("XDS_CONFIG", raising=False)
-
-    def run(*argv: str) -> Run:
-        capsys.readouterr()
-        code = cli.main(list(argv))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return Run(code, out, err)
-
-    return run
 
 
 def registry_ids(engine) -> list[str]:

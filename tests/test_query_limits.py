@@ -87,8 +87,8 @@ def test_each_entrys_codes_are_looked_up_in_a_long_list(registry, stored, statem
     with engine.connect() as connection:
         plan = [row[-1] for row in connection.exec_driver_sql(explain + statement, parameters)]
     if engine.dialect.name == "sqlite":
-        assert any("object_code" in step and "(object_uuid=? AND attribute=?)" in step for step in plan), plan
-        assert not any("code=?" in step for step in plan), plan
+        assert any("object_code" in step and "(object_id=?)" in step for step in plan), plan
+        assert not any("code_id=?" in step for step in plan), plan
         assert "LIST SUBQUERY" in " ".join(plan)
     else:
         assert any("SubPlan" in step for step in plan) and not any("Join" in step for step in plan), plan

@@ -222,7 +222,7 @@ def test_folder_gets_documents_and_last_update_time(registry, session_factory):
     ))
     assert register(registry, later) == []
     with session_factory() as session:
-        assert session.get(FolderRow, folder.entry_uuid).last_update_time.startswith("20300102030405")
+        assert session.scalars(select(FolderRow).where(FolderRow.entry_uuid == folder.entry_uuid)).one().last_update_time.startswith("20300102030405")
 
 
 def test_replacement_joins_the_folders_of_the_original(registry, session_factory):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import socket
 import subprocess
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -356,7 +357,7 @@ def test_a_folder_membership_is_removed_with_the_association_that_records_it(reg
     assert status(delete(registry, membership, recorded)) == "Success"
     assert present(registry, r["f"], r["d"]) == {r["f"], r["d"]}
     with session_factory() as session:
-        assert session.get(FolderRow, r["f"]).last_update_time.startswith("20310203040506")
+        assert session.scalars(select(FolderRow).where(FolderRow.entry_uuid == r["f"])).one().last_update_time.startswith("20310203040506")
 
 
 def test_removal_leaves_nothing_behind(registry, session_factory, stored):
@@ -366,12 +367,15 @@ def test_removal_leaves_nothing_behind(registry, session_factory, stored):
     kept = register(registry, s.document("k", s.new_oid(), reference_ids=["R-1" + order]))
     r = register(registry, s.document("d", s.new_oid(), reference_ids=["R-2" + order]))
     ids = [r["d"], r["ss"], association(registry, r["ss"], r["d"])]
+    with session_factory() as session:  # the side tables' key: the object's id
+        object_id = {uuid: id_ for table in (DocumentEntryRow, SubmissionSetRow)
+                     for uuid, id_ in session.execute(select(table.entry_uuid, table.id))}
     assert status(delete(registry, *ids)) == "Success"
     with session_factory() as session:
         for table in (ObjectCodeRow, AuthorRow, ReferenceIdRow):
-            left = set(session.scalars(select(table.object_uuid).distinct()))
-            assert not left & set(ids), table
-            assert kept["k"] in left
+            left = set(session.scalars(select(table.object_id).distinct()))
+            assert not left & {object_id[r["d"]], object_id[r["ss"]]}, table
+            assert object_id[kept["k"]] in left
     assert r["d"] not in find_documents(stored, status=BOTH).kind("ObjectRef")
     assert kept["k"] in find_documents(stored).kind("ObjectRef")
     answer = ask(stored, "GetAssociations", ("$uuid", quote_list([r["d"]])))
@@ -405,6 +409,52 @@ def test_a_locked_database_answers_busy(database_url, engine, session_factory):
 
 
 # --- concurrency --------------------------------------------------------------------------------
+
+
+def test_a_submission_referring_to_a_document_being_deleted_waits_and_finds_it_gone(registry, database_url,
+                                                                                      engine):
+    """An ITI-62 deleting a document is inside its transaction (checked, not yet committed) when
+    an ITI-42 appends to that document. The submission must not read the document before the
+    deletion commits and then add its association to a document that is gone: it waits
+    (PostgreSQL: the association table's lock), then is refused as an unresolved reference."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's single write lock orders the two by itself")
+    original = submission(registry)
+    paused, release = threading.Event(), threading.Event()
+
+    def pause(session, ids, transaction):
+        paused.set()
+        assert release.wait(30)
+
+    remover = DeleteDocumentSet(registry.sessions, registry.clock, before_remove=pause)
+    removal = threading.Thread(target=lambda: results.append(remover.delete(request(*original.values()))))
+    results: list = []
+    removal.start()
+    while not paused.wait(0.05):
+        assert removal.is_alive(), results[0].errors
+    appended: list = []
+    appending = threading.Thread(target=lambda: appended.append(registry.register(s.element(s.request(
+        s.submission_set("ss", s.new_oid()), s.document("d", s.new_oid()),
+        s.association("hm", "HasMember", "ss", "d", "Original"),
+        s.association("apnd", "APND", "d", original["Document01"]))))))
+    appending.start()
+    # until the submission waits on the lock, as PostgreSQL sees it (each look a transaction of
+    # its own: the statistics views keep one snapshot per transaction)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
+        while not watcher.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                       "AND query LIKE 'LOCK TABLE association%'")).scalar():
+            assert appending.is_alive(), appended
+            time.sleep(0.01)
+    release.set()
+    removal.join(30)
+    appending.join(30)
+    assert status(results[0]) == "Success"
+    refused = [p for p in appended[0] if p.is_error]
+    assert refused and any(original["Document01"] in p.context for p in refused), appended[0]
+    with registry.sessions() as session:  # and no association points at the deleted document
+        assert not session.scalars(select(AssociationRow.entry_uuid)
+                                   .where(AssociationRow.target == original["Document01"])).all()
+
 
 
 def _remove_in_a_process(database_url: str, ids: list[str], start, results) -> None:

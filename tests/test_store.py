@@ -9,7 +9,7 @@ import multiprocessing
 import uuid
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, union_all
 from sqlalchemy.exc import IntegrityError
 
 from xds import dtm
@@ -28,10 +28,12 @@ from xds.model import (
 from xds.store import db, patients, registry
 from xds.store.tables import (
     AuthorRow,
+    CodeRow,
     DocumentEntryRow,
     FolderRow,
     ObjectCodeRow,
     ReferenceIdRow,
+    SubmissionSetRow,
 )
 
 APPROVED = AvailabilityStatus.APPROVED.value
@@ -105,6 +107,15 @@ def xml_of(s: Submission) -> dict[str, str]:
     return {o.id: f'<Object id="{o.id}"/>' for o in s.objects()}
 
 
+def _row(session, table, entry_uuid: str):
+    return session.scalars(select(table).where(table.entry_uuid == entry_uuid)).one()
+
+
+def _objects():
+    """id and entryUUID of every object that has side-table rows."""
+    return union_all(*(select(t.id, t.entry_uuid) for t in (DocumentEntryRow, SubmissionSetRow, FolderRow))).subquery()
+
+
 def save(engine: Engine, s: Submission) -> None:
     with db.write_session(engine) as session:
         registry.save_submission(session, s, xml_of(s))
@@ -120,7 +131,7 @@ def test_sqlite_engine_creates_its_folder_and_sets_pragmas(tmp_path):
             pragma = lambda name: c.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
             assert pragma("journal_mode") == "wal"
             assert pragma("foreign_keys") == 1
-            assert pragma("synchronous") == 1  # NORMAL
+            assert pragma("synchronous") == 2  # FULL: a committed submission survives a power cut
             assert pragma("busy_timeout") == 2500
             assert pragma("cache_size") == -32768
         assert (tmp_path / "a" / "b" / "registry.sqlite3").exists()
@@ -210,20 +221,25 @@ def test_save_submission_and_find_it_again(engine, session_factory):
             folder.unique_id: folder.id
         }
 
-        stored = session.get(DocumentEntryRow, doc.id)
+        stored = _row(session, DocumentEntryRow, doc.id)
         assert stored.xml == f'<Object id="{doc.id}"/>'
         assert stored.submission_set == ss.id
         assert stored.creation_time == "20250000000000"
         assert stored.service_start_time == "20250228103000"
         assert stored.service_stop_time is None
 
-        codes = set(session.execute(select(ObjectCodeRow.object_uuid, ObjectCodeRow.attribute, ObjectCodeRow.code)))
+        owners = _objects()
+        codes = set(session.execute(select(owners.c.entry_uuid, CodeRow.attribute, CodeRow.value)
+                                    .select_from(ObjectCodeRow)
+                                    .join(owners, owners.c.id == ObjectCodeRow.object_id)
+                                    .join(CodeRow, CodeRow.id == ObjectCodeRow.code_id)))
         assert (doc.id, "confidentialityCode", "N^^^2.16.840.1.113883.5.25") in codes
         assert (doc.id, "classCode", "11490-0^^^2.16.840.1.113883.6.1") in codes
         assert (ss.id, "contentTypeCode", "REFERRAL^^^1.2.392.200119.4") in codes
         assert (folder.id, "folderCodeList", "Referral^^^1.2.3.7") in codes
         assert len([c for c in codes if c[0] == doc.id]) == 8  # 5 single, 1 confidentiality, 2 event
-        assert set(session.execute(select(AuthorRow.object_uuid, AuthorRow.person))) == {
+        assert set(session.execute(select(owners.c.entry_uuid, AuthorRow.person)
+                                   .join(owners, owners.c.id == AuthorRow.object_id))) == {
             (ss.id, "^Sato^Hanako"),  # the author without a person has no row
             (doc.id, "^Sato^Hanako"),
             (doc.id, "^Tanaka^Ichiro"),
@@ -265,7 +281,7 @@ def test_deprecate_changes_the_status_column_only(engine, session_factory):
         assert registry.deprecate(session, [doc]) == 0
     with session_factory() as session:
         assert registry.find_entries_by_uuid(session, [doc])[doc].status == DEPRECATED
-        assert session.get(DocumentEntryRow, doc).xml == f'<Object id="{doc}"/>'
+        assert _row(session, DocumentEntryRow, doc).xml == f'<Object id="{doc}"/>'
 
 
 def test_touch_folders(engine, session_factory):
@@ -275,7 +291,7 @@ def test_touch_folders(engine, session_factory):
     with db.write_session(engine) as session:
         assert registry.touch_folders(session, [folder], "20250401") == 1
     with session_factory() as session:
-        assert session.get(FolderRow, folder).last_update_time == "20250401000000"
+        assert _row(session, FolderRow, folder).last_update_time == "20250401000000"
 
 
 def test_existing_unique_ids_only_for_unique_kinds(session_factory):

@@ -37,6 +37,7 @@ from xds.store import db
 from xds.store.tables import (
     AssociationRow,
     AuthorRow,
+    CodeRow,
     DocumentEntryRow,
     FolderRow,
     ObjectCodeRow,
@@ -44,7 +45,8 @@ from xds.store.tables import (
     SubmissionSetRow,
 )
 
-TABLES = (DocumentEntryRow, SubmissionSetRow, FolderRow, AssociationRow, ObjectCodeRow, AuthorRow, ReferenceIdRow)
+TABLES = (DocumentEntryRow, SubmissionSetRow, FolderRow, AssociationRow, ObjectCodeRow, AuthorRow, ReferenceIdRow,
+          CodeRow)
 RIM = ns.RIM
 SOAP = "http://www.w3.org/2003/05/soap-envelope"
 
@@ -271,7 +273,7 @@ def test_a_code_and_scheme_fit_the_column_or_are_refused(registry, session_facto
     if stored:
         assert problems == []
         with session_factory() as session:
-            assert session.scalar(select(func.max(func.length(ObjectCodeRow.code)))) == 512
+            assert session.scalar(select(func.max(func.length(CodeRow.value)))) == 512
     else:
         refused(problems, "limit.stored-length", "eventCodeList", "513 characters long", "more than the 512")
         assert rows(session_factory) == 0

@@ -38,7 +38,7 @@ from xds.registry.codes import CodeSet
 from xds.registry.register import DocumentRegistry
 from xds.registry.service import RegistryService
 from xds.repository import service as repository_service
-from xds.security import xua
+from xds.security import dsg, xua
 from xds.soap import SoapEndpoint
 from xds.store import db
 from xds.transactions import ENDPOINTS, PDQ_SUPPLIER, PIX_MANAGER, REGISTRY, REPOSITORY, Endpoint, served_at
@@ -69,6 +69,8 @@ class Server:
             max_submission_values=settings.max_submission_values,
             # BPPC consent documents update the consent record as they are registered (xds.consent)
             after_store=bppc.hook(settings),
+            # DSG: signature DocumentEntries' metadata, as dsg_policy says (xds.security.dsg)
+            signatures=dsg.SubmissionSignatures.from_settings(settings).check_register,
         )
         # The Document Repository: registers with this server's registry in-process, or with
         # settings.registry_url. Each worker finishes what a crash left half stored first.

@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     from xds.consent.command import add_parser as add_consent
 
     add_consent(commands)
+    from xds.security.dsg_command import add_parser as add_verify
+
+    add_verify(commands)  # xds verify: a DSG signature document and what it signs
 
     args = parser.parse_args(argv)
     try:

@@ -188,6 +188,14 @@ class Settings:
     #: Accept assertions signed or digested with SHA-1 (rsa-sha1, as some national networks'
     #: identity providers still sign). Off: SHA-1 is refused as broken for signatures.
     xua_allow_sha1: bool = False
+    #: DSG (ITI TF-3 5.5; xds.security.dsg): what a signature document that does not verify does
+    #: to its submission. "record": accepted, the verdict kept with the repository's copy of the
+    #: signature document (shown by `xds verify`); "reject": refused with XDSRepositoryMetadataError
+    #: (ITI-41) or XDSRegistryMetadataError (ITI-42) naming the check that failed.
+    dsg_policy: str = "record"
+    #: PEM file of the CAs whose signers' signatures are trusted (the signing certificate must
+    #: chain to one of them, valid at the signing time). Empty: no signature's certificate holds.
+    dsg_trust_anchors: str = ""
     #: Access control (xds.consent): "off", every caller sees every patient's data (the IHE
     #: profiles' own behaviour); "consent", each request sees only the patients whose consent
     #: allows its facility (ITI-18, ITI-51, ITI-43, ITI-45, ITI-47), and a request whose facility
@@ -216,6 +224,11 @@ class Settings:
     #: exclude:FAC,FAC, hold, release, withdraw; e.g. "1.2.392.100.9.1=blanket;
     #: 1.2.392.100.9.9=withdraw". Documents naming no configured policy change nothing.
     consent_bppc_policies: str = ""
+    #: The remote registry's database (its database_url), for a repository that registers with
+    #: it (registry_url): with access_control = consent, ITI-43 reads the consent records and the
+    #: PIX Manager's persons from it (read only), since such a repository holds none of its own.
+    #: Empty, with registry_url and access control on: `xds serve` refuses to start.
+    registry_database_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2

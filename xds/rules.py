@@ -27,6 +27,10 @@ Who checks what:
   `xds.repository.remove` (Remove Documents, ITI-86): the request, the objects it names
   against what the registry holds and what would be left referring to them, the documents
   against the repository's store.
+- `xds.security.dsg` (Document Digital Signature, ITI TF-3 5.5, when dsg_policy is reject): a
+  signature document that does not verify (ITI-41, XDSRepositoryMetadataError), a signature
+  DocumentEntry's metadata (ITI-42 and ITI-41, XDSRegistryMetadataError). Location: the
+  signature's DocumentEntry id.
 - `xds.registry.update` (Update Document Set, ITI-57, the Metadata Update option): what each
   operation of the request is (a new version, a status change, a new association), and each
   against what the registry holds: the version it replaces, its uniqueId, objectType and
@@ -319,6 +323,20 @@ _RULES = [
          "nothing was stored"),
     Rule("repository.internal", REPOSITORY_ERROR,
          "the repository could not store the documents ({reason}); nothing was stored"),
+    # --- DSG, Document Digital Signature (ITI TF-3 5.5), with dsg_policy reject ----------------
+    Rule("dsg.not-verified", REPOSITORY_METADATA,
+         "signature DocumentEntry '{id}' (uniqueId {unique_id}): the DSG check '{check}' failed: "
+         "{reason}{others}; this repository refuses signatures that do not verify (dsg_policy reject)"),
+    Rule("dsg.mime-type", METADATA,
+         "signature DocumentEntry '{id}' has mimeType '{value}'; a DSG signature document is text/xml "
+         "(ITI TF-3 5.5.6.1.6)"),
+    Rule("dsg.format-code", METADATA,
+         "signature DocumentEntry '{id}' (the source of a signs association) has formatCode '{value}'; a DSG "
+         "detached signature has urn:ihe:iti:dsg:detached:2014 (codingScheme 1.3.6.1.4.1.19376.1.2.3; ITI TF-3 "
+         "5.5.6.1.1) or the first DSG supplement's http://www.w3.org/2000/09/xmldsig#"),
+    Rule("dsg.signs-target", METADATA,
+         "signature DocumentEntry '{id}' signs '{target}', which is not a DocumentEntry; a signs association "
+         "goes from the signature to each document it signs (ITI TF-3 5.5.6.4)"),
     Rule("retrieve.not-retrieve-request", REPOSITORY_ERROR,
          "the SOAP body must hold an xdsb:RetrieveDocumentSetRequest with at least one "
          "DocumentRequest, found {found}"),

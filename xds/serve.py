@@ -950,11 +950,16 @@ def serve(settings: config.Settings, host: str | None = None, port: int | None =
           workers: int | None = None, application: Callable | None = None) -> None:
     """Run gunicorn until it is stopped. `application`: what each worker serves, made in the
     worker (default: xds.app.create_app(settings))."""
+    from xds.consent.access import consent_database
+
     try:
         parse_destinations(settings.audit_destinations)
+        consent = consent_database(settings)  # where ITI-43 reads consent; refused when nowhere
     except ValueError as exc:
         print(f"xds serve: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if consent:
+        print(f"xds serve: {consent}", file=sys.stderr)
     if settings.tls_certificate:
         try:  # here, once, so that a bad file stops the start instead of every connection
             tls.server_context(settings)

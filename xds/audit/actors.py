@@ -47,6 +47,11 @@ def record(trail: AuditTrail, transaction: Transaction, request: SoapRequest, ca
             records = with_consent(records, result.consent, events.outcome_indicator(result.status))
         for values in records:
             trail.record_transaction(transaction.audit, events.TransactionContext(**{**common, **values}))
+        # The ids a merge retired: a record each, after the survivor's (events.RETIRED_RECORDS).
+        retired = events.RETIRED_RECORDS.get(transaction.audit) if not result.failed else None
+        for patient in result.patients if retired else ():
+            trail.record_transaction(retired, events.TransactionContext(**{**common, **records[0],
+                                                                           "patient_id": patient}))
     except Exception:
         log.exception("AUDIT RECORD LOST for %s (MessageID %s)", transaction, request.message_id)
 

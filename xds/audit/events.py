@@ -46,7 +46,7 @@ import ipaddress
 import operator
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from urllib.parse import urlsplit
@@ -187,6 +187,9 @@ URI = CodedValue("12", "RFC-3881", "URI")
 REGISTRY_OBJECT = CodedValue("urn:ihe:iti:2017:ObjectRef", "IHE XDS Metadata", "registry object reference")
 SUBMISSION_SET = CodedValue("urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd", "IHE XDS Metadata",
                             "submission set classificationNode")
+
+# ParticipantObjectDataLifeCycle 14: logical deletion (the object is kept, marked deleted)
+LOGICAL_DELETION = "14"
 
 # AuditSourceTypeCode 4: application server process tier in a multi-tier system
 APPLICATION_SERVER = _dcm("4", "Application Server Process Tier in Multi-tier System")
@@ -372,7 +375,18 @@ class EventSpec:
     auditor: str                      # "initiator" or "responder": the actor writing the record
     objects: tuple[str, ...]          # participant objects, in order; see _OBJECTS
     reference: str                    # where ITI TF-2 specifies it
+    #: EventActionCode by request action, where one transaction has several (wsa:Action: code)
+    actions: Mapping[str, str] = field(default_factory=dict)
 
+
+#: EventActionCode by request, where one transaction has several (ITI-44: an add creates, a
+#: revise or a merge updates).
+EVENT_ACTIONS = {INTERACTIONS["PRPA_IN201302UV02"].action: "U", INTERACTIONS["PRPA_IN201304UV02"].action: "U"}
+#: The record of an id a feed retired (the key's actor says which record of the PIX Manager's).
+ITI_44_DELETE = ("ITI-44", "PatientIdentifierCrossReferenceManager/delete")
+#: The record each of `Result.patients` gets, by the record of the transaction, where they get
+#: one: the ids a merge retired (xds.audit.actors).
+RETIRED_RECORDS = {("ITI-44", "PatientIdentifierCrossReferenceManager"): ITI_44_DELETE}
 
 # The records this node writes for the transactions it takes part in, by (transaction, actor):
 # the one name of each, in the code and in the audit spool (changing a key loses the records of
@@ -403,7 +417,15 @@ EVENTS: dict[tuple[str, str], EventSpec] = {
     # revise and for the survivor of a merge (EVENT_ACTIONS).
     ("ITI-44", "PatientIdentifierCrossReferenceManager"): EventSpec(
         PATIENT_RECORD, "C", ITI_44, SOURCE, DESTINATION, "responder",
-        ("patient", "hl7_message"), "ITI TF-2b 3.44.5.1.2"),
+        ("patient", "hl7_message"), "ITI TF-2b 3.44.5.1.2", EVENT_ACTIONS),
+    # The same feed's record of an id it retired: a merge is recorded as an update of the
+    # survivor (above) and a delete of each subsumed id, one patient a record (ITI TF-2a 3.8.5.2,
+    # whose Connectathon rules want D or U and one patient; ITI-44 records a merge as ITI-8
+    # does). Also an id the registry no longer accepts (`xds patients remove`). The patient is
+    # logically deleted (ParticipantObjectDataLifeCycle 14): its history stays.
+    ITI_44_DELETE: EventSpec(
+        PATIENT_RECORD, "D", ITI_44, SOURCE, DESTINATION, "responder",
+        ("deleted_patient", "hl7_message"), "ITI TF-2b 3.44.5.1.2"),
     # PIXV3 Query, at the PIX Manager: Query, the id asked about and the query parameters.
     ("ITI-45", "PatientIdentifierCrossReferenceManager"): EventSpec(
         QUERY, "E", ITI_45, SOURCE, DESTINATION, "responder",
@@ -442,18 +464,17 @@ EVENTS: dict[tuple[str, str], EventSpec] = {
 }
 
 
-#: EventActionCode by request, where one transaction has several (ITI-44: an add creates, a
-#: revise or a merge updates).
-EVENT_ACTIONS = {INTERACTIONS["PRPA_IN201302UV02"].action: "U", INTERACTIONS["PRPA_IN201304UV02"].action: "U"}
 
 
 # --- participant objects -----------------------------------------------------------------
 
 def _object(out: list[str], object_id: str, type_code: str, role: str, id_type: CodedValue,
-            *children: str) -> None:
-    """A ParticipantObjectIdentification (`type_code` and `role` are this module's digits)."""
+            *children: str, life_cycle: str = "") -> None:
+    """A ParticipantObjectIdentification (`type_code`, `role` and `life_cycle` are this
+    module's digits)."""
+    cycle = f' ParticipantObjectDataLifeCycle="{life_cycle}"' if life_cycle else ""
     out.append(f'<ParticipantObjectIdentification ParticipantObjectID="{_attr(object_id)}" '
-               f'ParticipantObjectTypeCode="{type_code}" ParticipantObjectTypeCodeRole="{role}">'
+               f'ParticipantObjectTypeCode="{type_code}" ParticipantObjectTypeCodeRole="{role}"{cycle}>'
                f'{id_type.xml("ParticipantObjectIDTypeCode")}')
     out.extend(children)
     out.append("</ParticipantObjectIdentification>")
@@ -470,6 +491,16 @@ def _patient(out: list[str], ctx: TransactionContext, required: bool) -> None:
             raise ValueError("this audit event needs the patient id")
         return
     _object(out, ctx.patient_id, "1", "1", PATIENT_NUMBER)
+
+
+def _deleted_patient(out: list[str], ctx: TransactionContext, required: bool) -> None:
+    """The patient of a record of its deletion: logically deleted (DICOM ParticipantObject
+    DataLifeCycle 14), since its record and history are kept."""
+    if not ctx.patient_id:
+        if required:
+            raise ValueError("this audit event needs the patient id")
+        return
+    _object(out, ctx.patient_id, "1", "1", PATIENT_NUMBER, life_cycle=LOGICAL_DELETION)
 
 
 def _submission_set(out: list[str], ctx: TransactionContext, required: bool) -> None:
@@ -531,6 +562,7 @@ def _registry_objects(out: list[str], ctx: TransactionContext, required: bool) -
 
 _OBJECTS = {
     "patient": _patient,
+    "deleted_patient": _deleted_patient,
     "submission_set": _submission_set,
     "query": _query,
     "documents": _documents,
@@ -615,7 +647,7 @@ def build(transaction: str, actor: str, ctx: TransactionContext, source: AuditSo
     spec = EVENTS[(transaction, actor)]
     outcome = outcome_indicator(ctx.outcome)
     out = [_DECLARATION]
-    _event(out, spec.event_id, EVENT_ACTIONS.get(ctx.action, spec.action), (spec.type_code,), outcome, ctx.time,
+    _event(out, spec.event_id, spec.actions.get(ctx.action, spec.action), (spec.type_code,), outcome, ctx.time,
            ctx.outcome_description, ctx.human_requestor.purposes_of_use if ctx.human_requestor else ())
     local_initiator = spec.auditor == "initiator"
     out.append(_participant(ctx.reply_to or WSA_ANONYMOUS, True, (spec.initiator_role,),

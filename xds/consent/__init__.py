@@ -8,7 +8,8 @@ ITI-47) when the setting access_control is "consent".
 
     record.py     a consent: its models (blanket, per facility, per person, implied), hold and
                   withdrawal, and how each change (grant, exclude, hold, release, withdraw) moves it
-    store.py      the consent records: per person, append-only, with who, when, why and source
+    store.py      the consent records: per person, append-only, with who, when, why and source;
+                  a revoked source's grants replayed away
     decision.py   decide(session, person_id, facility, user, purposes, at) -> Decision, and
                   decide_many for the many persons of one query
     policy.py     the settings: access_control, break-glass, implied consent, BPPC policy ids
@@ -16,7 +17,10 @@ ITI-47) when the setting access_control is "consent".
                   the client certificate mapped in facility_certificates), a dispatcher check
     access.py     one request's view: the patients it may see, and the denials and break-glass
                   accesses the audit trail records; the break-glass log
-    bppc.py       BPPC consent documents registered through XDS update the record
+    identity.py   what the PIX Manager and the PDQ Supplier answer: the domains a request may
+                  know, the PIX answer, a search's page (every match decided, one page read)
+    bppc.py       BPPC consent documents registered through XDS update the record; deprecated
+                  or deleted, they no longer grant
     command.py    `xds consent grant|exclude|hold|withdraw|show|review`
 
 Theory of operation. A consent belongs to a person (identity_person): every local id of the

@@ -3,7 +3,9 @@
     gate = ConsentGate.from_settings(settings)        # None-like when access_control is off
     access = gate.access(caller)                      # per request; None: no access control
     access.visible(session, ["P1^^^&1.2.3&ISO", ...]) -> the ids it may see
-    access.visible_persons(session, {id: person})     -> the same, persons known (PIX, PDQ)
+    access.visible_persons(session, {id: person})     -> the same, persons known (PIX)
+    access.sift(session, [patient pk, ...])           -> the matches of a search it may see (PDQ)
+    access.sees_domain(session, root)                 -> may it see some id of that domain
     result.consent = access                           # the audit reads access.denied / .break_glass
 
 A PatientAccess is made for one request and dropped with it: decisions are cached in it for the
@@ -22,11 +24,19 @@ no other error or status):
 | ITI-43 | XDSDocumentUniqueIdError, exactly as for a document the repository does not hold (xds.repository.retrieve) |
 | ITI-45 | AE, 204 unknown key identifier: as for an id the PIX Manager does not know (ITI TF-2 3.45.4.2.3, Case 3) |
 | ITI-47 | the other matches only; the total and the continuation count those alone |
+| ITI-45, ITI-47, an assigning authority none of whose ids it may see | 204 at the id's root, the data source, the scoping organization: "unknown domain", as for one nobody fed (xds.consent.identity) |
 
 Audit (xds.audit.actors): each patient denied is in a record of the transaction's own event
 with EventOutcomeIndicator 4 (minor failure) and the reason as EventOutcomeDescription; each seen
 by break-glass keeps its outcome with "break-glass: ..." as description, and is written to
-consent_break_glass for `xds consent review` (BreakGlassLog, after the handler).
+consent_break_glass for `xds consent review` (BreakGlassLog, after the handler). A search
+(ITI-47) is the exception, audited once whatever it hides: the matches it left out are counted
+in its own record (the key "" of `denied`, the request as a whole: outcome 4, "N matches left
+out"), and only those its query named by id (livingSubjectId) get a denial naming them. A
+record naming every hidden match would put each of them in the others' access reports (a
+record names one patient, so that a patient's report shows no other patient's id) and write as
+many records as a search for a common name hides (thousands for 佐藤); the TF allows the
+patients of an ITI-47 record (0..n) but asks for none.
 """
 
 from __future__ import annotations
@@ -43,7 +53,8 @@ from sqlalchemy.orm import Session
 from xds.config import Settings
 from xds.consent import store
 from xds.consent.decision import Decision, evaluate
-from xds.consent.policy import ConsentPolicy
+from xds.consent.record import ConsentState
+from xds.consent.policy import ConsentPolicy, facility_id
 from xds.security.caller import Caller, XUser
 from xds.store import db
 from xds.store.tables import ConsentBreakGlassRow
@@ -76,6 +87,10 @@ class PatientAccess:
     #: Patient id -> the documents (uniqueIds) a retrieval did not return for it (ITI-43).
     withheld: dict[str, list[str]] = field(default_factory=dict)
     _decided: dict[str, bool] = field(default_factory=dict, repr=False)
+    #: Assigning authority -> whether some id of it may be seen (sees_domain).
+    _domains: dict[str, bool] = field(default_factory=dict, repr=False)
+    #: A search's matches (sift): patient id -> (its person, the decision), for note_search.
+    _sifted: dict[str, tuple[int | None, Decision]] = field(default_factory=dict, repr=False)
 
     def visible(self, session: Session, patient_ids: Iterable[str]) -> set[str]:
         """Those of `patient_ids` (CX) this request may see, each decided by its person's consent."""
@@ -100,6 +115,60 @@ class PatientAccess:
                 self._note(cx, person, evaluate(latest.state if latest else None, self.facility, self.user,
                                                 self._purposes, self.at, self.policy))
         return {cx for cx in persons if self._decided[cx]}
+
+    def sift(self, session: Session, pks: Iterable[int]) -> set[int]:
+        """Those of a search's matches (identity_patient pks) this request may see, each one's
+        consent read with its id in one statement per thousand matches, no demographics read.
+        Nothing is noted for the audit trail until the page is known (note_search)."""
+        # A decision depends on the consent alone within a request: most matches share a few
+        # consents (blanket, none recorded), each decided once.
+        decided: dict[ConsentState | None, Decision] = {}
+        shown = set()
+        for pk, (cx, person, state) in store.of_patients(session, pks).items():
+            decision = decided.get(state)
+            if decision is None:
+                decision = decided[state] = self._evaluate(state)
+            self._sifted[cx] = (person, decision)
+            if decision.allowed:
+                shown.add(pk)
+        return shown
+
+    def note_search(self, shown: Iterable[str], named: Iterable[str] = ()) -> None:
+        """After a search (sift), what the audit trail records: break-glass for each match
+        `shown` (those on the page answered), a denial for each hidden match the query `named`
+        (by id), and the other hidden matches counted in one denial of the request (key "")."""
+        for cx in shown:
+            person, decision = self._sifted[cx]
+            self._note(cx, person, decision)
+        named = set(named)
+        hidden = [cx for cx, (_, decision) in self._sifted.items() if not decision.allowed]
+        for cx in hidden:
+            if cx in named:
+                self._note(cx, *self._sifted[cx])
+        unnamed = sum(1 for cx in hidden if cx not in named)
+        if unnamed:
+            self.denied[""] = f"{unnamed} match{'es' if unnamed > 1 else ''} left out"
+        self._sifted.clear()
+
+    def sees_domain(self, session: Session, root: str) -> bool:
+        """Whether this request may see some id of assigning authority `root` (active or
+        retired). When it may see none, the domain is not one it may know: a PIX Manager
+        holding only what it may see never had an id of it. Decided without noting anything
+        (no patient's data is shown or refused by it), reading the ids of `root` in batches
+        until one may be seen: the records that cannot allow it are left out by the database
+        (store.might_allow), so a domain it may see none of costs one index range scan."""
+        if root not in self._domains and not facility_id(self.facility):
+            self._domains[root] = False  # no facility, no patient data (decision.NO_FACILITY)
+        if root not in self._domains:
+            condition = store.might_allow(self.facility, implied=self.policy.implied,
+                                          emergency=bool(self.policy.break_glass
+                                                         and self.policy.emergency_purpose(self._purposes)))
+            self._domains[root] = any(self._evaluate(state).allowed
+                                      for batch in store.in_domain(session, root, condition) for _, state in batch)
+        return self._domains[root]
+
+    def _evaluate(self, state) -> Decision:
+        return evaluate(state, self.facility, self.user, self._purposes, self.at, self.policy)
 
     @property
     def _purposes(self):
@@ -163,11 +232,35 @@ class BreakGlassLog:
                           transaction.name, request.message_id, ", ".join(access.break_glass))
 
 
+def consent_database(settings: Settings) -> str:
+    """Where the repository reads consent from (ITI-43), in words for `xds serve`'s start-up
+    log; "" when access control is off. ValueError (naming the settings) for a repository that
+    registers with a remote registry (registry_url) and is not told the registry's database
+    (registry_database_url): the consent records and the PIX Manager's persons are the
+    registry's, and its own database holds none, so it would decide every retrieval from
+    nothing (no document served; every one with consent_implied) without anyone noticing."""
+    if not ConsentPolicy.from_settings(settings).enabled:
+        return ""
+    if not settings.registry_url:
+        return f"access control: consent records and persons read from this server's database " \
+               f"{db.redacted(settings.database)}"
+    if not settings.registry_database_url:
+        raise ValueError(f"access_control = consent with registry_url = {settings.registry_url}: set "
+                         "registry_database_url to that registry's database (its database_url), where the "
+                         "consent records and the PIX Manager's persons are; this repository holds none, and "
+                         "would decide every retrieval (ITI-43) without them")
+    return f"access control: ITI-43 reads consent records and persons from the registry's database " \
+           f"{db.redacted(settings.registry_database_url)} (registry_database_url)"
+
+
 def consent_sessions(settings: Settings, registry=None):
-    """Read sessions on the database holding the consent records and the PIX Manager's persons:
-    the in-process registry's (`registry`, a DocumentRegistry), else settings.database (a
-    repository registering with a remote registry must share that database with its PIX
-    Manager for consent to be read)."""
+    """Read sessions on the database holding the consent records and the PIX Manager's persons,
+    for the repository's ITI-43: the remote registry's (registry_database_url, see
+    consent_database) when it registers with one (registry_url), else the in-process
+    registry's (`registry`, a DocumentRegistry), else settings.database."""
+    consent_database(settings)  # ValueError: a remote registry whose database is not known
+    if settings.registry_url:
+        return db.make_sessionmaker(db.make_engine(settings.registry_database_url))
     engine = registry.sessions.kw["bind"] if registry is not None else db.make_engine(settings.database)
     return db.make_sessionmaker(engine)
 

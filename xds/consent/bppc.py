@@ -16,6 +16,18 @@ by the document's first author person (else the submission's), with source
 "bppc:<uniqueId>". Codes no setting names change nothing (a network's own policies may be
 there for other readers), and neither does a document for a patient the PIX Manager does not
 know (logged: nothing can hold its consent, and without consent nothing is shown).
+
+A consent document that is deprecated or deleted no longer grants: replaced (RPLC or
+XFRM_RPLC in a registration, ITI-42, which deprecates it), its status changed to Deprecated
+(ITI-57), or deleted (ITI-62). Each appends a record (action "revoke", source "bppc:<uniqueId>",
+the reason naming the transaction and, for a replacement, the document replacing it) whose
+consent is the person's record without that document's grants (xds.consent.store.revoke), in
+the transaction that deprecates or deletes it. A replacement is revoked before the documents of
+its own submission are applied, so a new consent document replacing an old one leaves the new
+one's consent. The registry calls this hook after storing a registration (`__call__`), and
+its update and removal steps call `deprecated` and `removed` (xds.registry.update,
+xds.registry.remove). A new version of a consent document's metadata (ITI-57) keeps its
+uniqueId and its status: the document still stands, and so does its consent.
 """
 
 from __future__ import annotations
@@ -31,6 +43,8 @@ from xds.consent import store
 from xds.consent.policy import ConsentPolicy
 from xds.consent.record import GRANT, ConsentError
 from xds.model import Submission
+from xds.model.metadata import REPLACING
+from xds.store import registry as registry_store
 
 log = logging.getLogger("xds.consent")
 
@@ -63,6 +77,17 @@ class BppcConsents:
     def __call__(self, session: Session, submission: Submission) -> None:
         ss = submission.submission_set
         fallback = next((a.person for a in (ss.authors if ss else []) if a.person), "") or (ss.source_id if ss else "")
+        replaced = {a.target: a for a in submission.associations if a.association_type in REPLACING}
+        if replaced:  # first: a consent document replacing another leaves its own consent
+            new_ids = {d.id: d.unique_id for d in submission.documents}
+
+            def why(target: str) -> str:
+                a = replaced[target]
+                return (f"deprecated: replaced ({a.association_type.short_name}) by document "
+                        f"{new_ids.get(a.source) or a.source} of submission set {ss.unique_id if ss else '?'} "
+                        "(ITI-42 Register Document Set-b)")
+
+            self._revoke(session, list(replaced), fallback or "Document Registry", why)
         for entry in submission.documents:
             if entry.format_code is None or entry.format_code.code not in BPPC_FORMATS or not entry.patient_id:
                 continue
@@ -85,6 +110,37 @@ class BppcConsents:
                                      "valid_to": _time(entry.service_stop_time)} if meaning.action == GRANT else {}))
                 except ConsentError as refused:
                     log.warning("BPPC document %s: %s", entry.unique_id, refused)
+
+
+    def deprecated(self, session: Session, entry_uuids: list[str], transaction: str) -> None:
+        """The DocumentEntries `entry_uuids` were made Deprecated by `transaction` (ITI-57)."""
+        self._revoke(session, entry_uuids, transaction, lambda _: f"deprecated: status changed to Deprecated "
+                                                                  f"({transaction})")
+
+    def removed(self, session: Session, entry_uuids: list[str], transaction: str) -> None:
+        """The registry objects `entry_uuids` are being deleted by `transaction` (ITI-62): called
+        before their rows go."""
+        self._revoke(session, entry_uuids, transaction, lambda _: f"deleted ({transaction})")
+
+    def _revoke(self, session: Session, entry_uuids: list[str], recorded_by: str, why: Callable[[str], str]) -> None:
+        """Revoke the consent of those of `entry_uuids` that are documents whose registration
+        recorded consent (store.revoke: nothing for the others)."""
+        entries = [row for row in registry_store.find_entries_by_uuid(session, entry_uuids).values()
+                   if row.kind == "DocumentEntry" and row.unique_id and row.patient_id]
+        if not entries:
+            return
+        persons = store.persons_of(session, [row.patient_id for row in entries])
+        now = self.clock()
+        for row in entries:
+            person = persons.get(row.patient_id)
+            if person is None:
+                continue
+            written = store.revoke(session, person, row.patient_id, f"bppc:{row.unique_id}", self.policy, at=now,
+                                   recorded_by=recorded_by,
+                                   reason=f"BPPC consent document {row.unique_id} {why(row.entry_uuid)}")
+            if written is not None:
+                log.info("BPPC document %s no longer grants consent: %s; now %s", row.unique_id, written.reason,
+                         written.state.describe())
 
 
 def hook(settings) -> BppcConsents | None:

@@ -3,8 +3,11 @@
     persons_of(session, ["P1^^^&1.2.3&ISO", ...])      -> {id: person id, or None}
     consents_of(session, ["P1^^^&1.2.3&ISO", ...])     -> {id: (person id, its consent now)}
     latest(session, [person id, ...])                  -> {person id: its latest record}
+    of_patients(session, [patient pk, ...])             -> {pk: (id, person id, its consent now)}
+    in_domain(session, root, might_allow)               -> the consents of a domain's ids, in batches
     history(session, person id)                         -> every record, oldest first
     change(session, "P1^^^&1.2.3&ISO", "grant", policy, model="blanket", ...)
+    revoke(session, person id, "P1^^^&1.2.3&ISO", "bppc:<uniqueId>", policy, ...)   -> a record, or None
 
 What belongs here: reading and writing the rows, and the one place a change is made (`change`:
 the person's latest consent, the change applied to it, a new row). What does not: what a
@@ -23,18 +26,19 @@ Reading is one statement for the ids of a query: each id's person (identity_pati
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from sqlalchemy import and_, bindparam, func, insert, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from xds.consent import record
-from xds.consent.policy import IMPLIED, ConsentPolicy, PolicyMeaning
+from xds.consent.policy import BLANKET, IMPLIED, PERSON, ConsentPolicy, PolicyMeaning
 from xds.consent.record import ConsentError, ConsentState
 from xds.identity import store as identity_store
 from xds.identity.directory import parse_cx
+from xds.model.person import Identifier
 from xds.store.db import chunked
 from xds.store.tables import ConsentRecordRow, IdentityPatientRow
 
@@ -115,6 +119,50 @@ def consents_of(session: Session, patient_ids: Iterable[str]) -> dict[str, tuple
     return found
 
 
+def of_patients(session: Session, pks: Iterable[int]) -> dict[int, tuple[str, int, ConsentState | None]]:
+    """Each of `pks` (identity_patient rows: a search's matches) -> (its id as CX, its person,
+    the consent of that person's latest record or None), read together, one statement per
+    thousand."""
+    found: dict[int, tuple[str, int, ConsentState | None]] = {}
+    for chunk in chunked(sorted(set(pks))):
+        for row in session.execute(_WITH_CONSENT.add_columns(P.c.pk).where(P.c.pk.in_(chunk))):
+            found[row.pk] = (Identifier(row.root, row.extension).cx, row.person_id,
+                             _state(row._mapping) if row.model is not None else None)
+    return found
+
+
+def might_allow(facility: str, *, implied: bool, emergency: bool) -> ColumnElement[bool]:
+    """A condition on a person's latest record (NULL columns: none) that every consent allowing
+    `facility` meets (xds.consent.decision says which do; this only narrows what it reads):
+    none recorded when consent is implied, else one neither withdrawn nor on hold that is
+    blanket, implied, per person or names the facility; for an emergency (break-glass), any
+    not withdrawn."""
+    if emergency:
+        return or_(R.c.model.is_(None), R.c.withdrawn_at.is_(None))
+    given = and_(R.c.withdrawn_at.is_(None), R.c.on_hold.is_(False),
+                 or_(R.c.model.in_([BLANKET, IMPLIED, PERSON]),
+                     R.c.facilities.contains(json.dumps(facility), autoescape=True)))
+    return or_(R.c.model.is_(None), given) if implied else and_(R.c.model.is_not(None), given)
+
+
+def in_domain(session: Session, root: str, condition: ColumnElement[bool], batch: int = 500
+              ) -> Iterator[list[tuple[int, ConsentState | None]]]:
+    """The ids of assigning authority `root` (active or retired: a retired id is its survivor's
+    person's) whose person's latest record meets `condition`, as (person, consent) batches in
+    the order of the ids: a caller looking for one it may see stops at the first batch that
+    has one."""
+    after = ""
+    while True:
+        rows = session.execute(_WITH_CONSENT.where(P.c.root == root, P.c.extension > after, condition)
+                               .order_by(P.c.extension).limit(batch)).all()
+        if not rows:
+            return
+        yield [(row.person_id, _state(row._mapping) if row.model is not None else None) for row in rows]
+        if len(rows) < batch:
+            return
+        after = rows[-1].extension
+
+
 def persons_of(session: Session, patient_ids: Iterable[str]) -> dict[str, int | None]:
     return {cx: person for cx, (person, _) in consents_of(session, patient_ids).items()}
 
@@ -186,3 +234,72 @@ def change(session: Session, patient_id: str, action: str, policy: ConsentPolicy
     state = apply(current.state if current else starting(policy), action, at, **values)
     return append(session, person_id, patient_id, action, state, at=at, recorded_by=recorded_by, reason=reason,
                   source=source)
+
+
+def revoke(session: Session, person_id: int, patient_id: str, source: str, policy: ConsentPolicy, *,
+           at: datetime, recorded_by: str, reason: str) -> ConsentRecord | None:
+    """The grants recorded from `source` (a BPPC document: "bppc:<uniqueId>") no longer hold:
+    a new record (action revoke, that source, `reason`) whose consent is the person's record
+    replayed without them, nor those of any source revoked before. None when the source
+    granted nothing or was revoked already. Use a write session.
+
+    What is taken back is what the document allowed, never what it forbade: its exclusions,
+    holds and withdrawals stay until a later grant lifts them, so a deleted opt-out never
+    reopens a record by itself. The replay starts at the state before the first grant taken
+    back and applies each later change again as the difference it made (`_again`), so a later
+    withdrawal, hold or exclusion stays, and a later grant still grants what it added."""
+    identity_store.lock(session, [f"consent:{person_id}"])
+    rows = history(session, person_id)
+    revoked = {row.source for row in rows if row.action == record.REVOKE}
+    if source in revoked:
+        return None
+    revoked.add(source)
+    dropped = {index for index, row in enumerate(rows) if row.action == record.GRANT and row.source in revoked}
+    if not any(rows[index].source == source for index in dropped):
+        return None
+    start = min(dropped)
+    state = rows[start - 1].state if start else starting(policy)
+    for index in range(start, len(rows)):
+        row = rows[index]
+        if index in dropped or row.action == record.REVOKE:
+            continue
+        state = _again(state, rows[index - 1].state if index else starting(policy), row)
+    return append(session, person_id, patient_id, record.REVOKE, state, at=at, recorded_by=recorded_by,
+                  reason=reason, source=source)
+
+
+def _again(base: ConsentState, before: ConsentState, row: ConsentRecord) -> ConsentState:
+    """`row`'s change made again on `base`: a change is known by the state before it and the
+    state it left (the records keep no more), which for a grant to a model other than the one
+    in force, a blanket or implied grant, hold, release and withdrawal is the change itself; a
+    grant adding to the facilities or individuals in force, and an exclusion, add what they
+    added (one that named only what was there already adds nothing)."""
+    after = row.state
+    if row.action == record.GRANT:
+        adding = before.model == after.model and before.withdrawn_at is None and after.model not in (BLANKET, IMPLIED)
+        if not adding:
+            values = dict(facilities=after.facilities, individuals=after.individuals, excluded=after.excluded,
+                          valid_from=after.valid_from, valid_to=after.valid_to)
+        else:
+            period = (after.valid_from, after.valid_to)
+            values = dict(facilities=_added(after.facilities, before.facilities),
+                          individuals=_added(after.individuals, before.individuals),
+                          excluded=_added(after.excluded, before.excluded),
+                          **(dict(zip(("valid_from", "valid_to"), period))
+                             if period != (before.valid_from, before.valid_to) else {}))
+        try:
+            return record.grant(base, after.model, **values)
+        except ConsentError:
+            return base  # it added only what the grants taken back had given
+    if row.action == record.EXCLUDE:
+        added = _added(after.excluded, before.excluded) + _added(before.facilities, after.facilities)
+        return record.exclude(base, added) if added else base
+    if row.action in (record.HOLD, record.RELEASE):
+        return replace(base, on_hold=after.on_hold)
+    if row.action == record.WITHDRAW:
+        return replace(base, withdrawn_at=after.withdrawn_at)
+    return after
+
+
+def _added(values: tuple[str, ...], before: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(v for v in values if v not in set(before))

@@ -66,10 +66,9 @@ from xds.hl7v3.datatypes import (
 )
 from xds.hl7v3.details import AcknowledgementDetail, error, warning
 from xds.hl7v3.ns import ADMINISTRATIVE_GENDER, INTERACTION_ROOT, XSI, is_oid, new_message_id, root_element, sub
-from xds.hl7v3.patient import GENDERS, read_patient, write_patient, xsi_type_of
-from xds.hl7v3.pix import read_query_by_parameter
+from xds.hl7v3.patient import GENDERS, provider_of, read_patient, write_patient, xsi_type_of
+from xds.hl7v3.pix import QueryResponse, read_query_by_parameter, read_query_response
 from xds.hl7v3.wrapper import (
-    Acknowledgement,
     MessageHeader,
     Received,
     check_root,
@@ -349,11 +348,10 @@ def pdq_query_response(query: PdqQuery, matches: Sequence[PdqMatch] = (), *, req
         event = sub(subject, "registrationEvent", classCode="REG", moodCode="EVN")
         sub(event, "id", nullFlavor="NA")
         sub(event, "statusCode", code="active")
-        patient = write_patient(sub(event, "subject1", typeCode="SBJ"), match.record, score=match.score,
-                                with_score=True)
-        custodian = patient.find("{urn:hl7-org:v3}providerOrganization/{urn:hl7-org:v3}id")
+        write_patient(sub(event, "subject1", typeCode="SBJ"), match.record, score=match.score, with_score=True)
+        # the custodian is the providerOrganization write_patient wrote
         entity = sub(sub(event, "custodian", typeCode="CST"), "assignedEntity", classCode="ASSIGNED")
-        write_ii(entity, "id", custodian.get("root") if custodian is not None else None)
+        write_ii(entity, "id", provider_of(match.record))
     ack = sub(control, "queryAck")
     write_ii(ack, "queryId", query.query_id)
     sub(ack, "statusCode", code="deliveredResponse")
@@ -458,10 +456,7 @@ def query_continuation(query_id: Identifier, target_message_id: Identifier, *, c
 # --- the answer read back (consumer side) ------------------------------------------------------
 
 @dataclass
-class PdqQueryResponse(Received):
-    acknowledgement: Acknowledgement | None = None
-    query_response_code: str = ""
-    query_id: Identifier | None = None
+class PdqQueryResponse(QueryResponse):
     matches: list[PdqMatch] = field(default_factory=list)
     result_total_quantity: int | None = None
     result_current_quantity: int | None = None
@@ -469,12 +464,9 @@ class PdqQueryResponse(Received):
 
 
 def read_pdq_query_response(message: etree._Element) -> PdqQueryResponse:
-    problems: Problems = []
-    if not check_root(message, RESPONSE, problems):
-        return PdqQueryResponse(problems=problems)
-    result = PdqQueryResponse(header=read_header(message, problems, request=False), problems=problems,
-                              acknowledgement=read_acknowledgement(message))
-    control = read_control_act(message, "PRPA_TE201306UV02", problems)
+    result = PdqQueryResponse()
+    problems = result.problems
+    control, ack = read_query_response(message, RESPONSE, "PRPA_TE201306UV02", result)
     for subject in children(control, "subject"):
         patient = child(child(child(subject, "registrationEvent"), "subject1"), "patient")
         if patient is None:
@@ -482,9 +474,6 @@ def read_pdq_query_response(message: etree._Element) -> PdqQueryResponse:
         record = read_patient(patient, problems)
         value = child(child(child(patient, "subjectOf1"), "queryMatchObservation"), "value")
         result.matches.append(PdqMatch(record, read_int(value, problems, "queryMatchObservation value")))
-    ack = child(control, "queryAck")
-    result.query_response_code = read_code(child(ack, "queryResponseCode")) or ""
-    result.query_id = read_ii(child(ack, "queryId"))
     result.result_total_quantity = read_int(child(ack, "resultTotalQuantity"), problems, "resultTotalQuantity")
     result.result_current_quantity = read_int(child(ack, "resultCurrentQuantity"), problems, "resultCurrentQuantity")
     result.result_remaining_quantity = read_int(child(ack, "resultRemainingQuantity"), problems,

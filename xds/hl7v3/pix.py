@@ -218,29 +218,44 @@ def pix_query(patient_id: Identifier, data_sources: Sequence[str] = (), *, sende
 
 
 @dataclass
-class PixQueryResponse(Received):
+class QueryResponse(Received):
+    """What every query answer read back (consumer side) has: the acknowledgement, and the
+    queryAck's response code and query id (PRPA_IN201310UV02, PRPA_IN201306UV02)."""
+
     acknowledgement: Acknowledgement | None = None
     query_response_code: str = ""
     query_id: Identifier | None = None
+
+
+def read_query_response(message: etree._Element, root: str, trigger_event: str,
+                        result: QueryResponse) -> tuple[etree._Element | None, etree._Element | None]:
+    """Read the wrapper, the acknowledgement and the queryAck of the answer `message` into
+    `result`; its controlActProcess and queryAck, for what the answer carries beyond them (None
+    when the message is not a `root`: the problems say so)."""
+    if not check_root(message, root, result.problems):
+        return None, None
+    result.header = read_header(message, result.problems, request=False)
+    result.acknowledgement = read_acknowledgement(message)
+    control = read_control_act(message, trigger_event, result.problems)
+    ack = child(control, "queryAck")
+    result.query_response_code = read_code(child(ack, "queryResponseCode")) or ""
+    result.query_id = read_ii(child(ack, "queryId"))
+    return control, ack
+
+
+@dataclass
+class PixQueryResponse(QueryResponse):
     #: Patient.id then every asOtherIDs id, in order.
     ids: list[Identifier] = field(default_factory=list)
 
 
 def read_pix_query_response(message: etree._Element) -> PixQueryResponse:
-    problems: Problems = []
-    if not check_root(message, RESPONSE, problems):
-        return PixQueryResponse(problems=problems)
-    result = PixQueryResponse(header=read_header(message, problems, request=False), problems=problems,
-                              acknowledgement=read_acknowledgement(message))
-    control = read_control_act(message, "PRPA_TE201310UV02", problems)
-    ack = child(control, "queryAck")
-    result.query_response_code = read_code(child(ack, "queryResponseCode")) or ""
-    result.query_id = read_ii(child(ack, "queryId"))
+    result = PixQueryResponse()
+    control, _ = read_query_response(message, RESPONSE, "PRPA_TE201310UV02", result)
     patient = child(child(child(child(control, "subject"), "registrationEvent"), "subject1"), "patient")
     if patient is not None:
-        result.ids = read_ids(children(patient, "id"), problems, "Patient.id")
+        result.ids = read_ids(children(patient, "id"), result.problems, "Patient.id")
         for other in children(child(patient, "patientPerson"), "asOtherIDs"):
             scoping = read_ii(child(child(other, "scopingOrganization"), "id"))
-            result.ids.extend(read_ids(children(other, "id"), problems, "asOtherIDs.id", scoping))
+            result.ids.extend(read_ids(children(other, "id"), result.problems, "asOtherIDs.id", scoping))
     return result
-

@@ -44,6 +44,10 @@ and history (the feed has no delete, ITI TF-2b 3.44): the command says which it 
 and a later feed of one of them (its source revising it) makes the registry accept it again.
 `list` prints the registry's list.
 
+Audit: with `audit_destinations` set, every change these commands make (add, link, unlink,
+dismiss, remove) is recorded as the same change arriving by ITI-44 is (_Audit), the local user
+as the human requestor; the records wait in the audit spool for a server to send them.
+
 The cross-reference policy belongs to the network (ITI TF-1 5: the Patient Identifier
 Cross-reference Domain agrees on "a set of processes for administering these policies"):
 `candidates` lists what the linking rules (xds.identity.links) would not decide alone, and
@@ -66,6 +70,7 @@ import os
 import shlex
 import sys
 import unicodedata
+from dataclasses import dataclass
 
 from xds import config
 
@@ -89,7 +94,8 @@ GENDERS = {"M": "male", "F": "female", "UN": "undifferentiated"}
 #: How an id came to be in its person (IdentityPatientRow.link).
 LINKS = {"new": "the first id of its person", "identifier": "linked by the identifier rule",
          "demographics": "linked by the demographics rule", "manual": "linked by an administrator",
-         "merge": "joined by a merge (ITI-44)"}
+         "merge": "joined by a merge (ITI-44)",
+         "named": "named by another source's feed (asOtherIDs); its own source has not fed it"}
 #: How many per-id lines `add` prints before it only counts.
 _DETAIL_LINES = 50
 #: Ids `add` feeds in one database transaction (each in a savepoint of its own): fewer commits,
@@ -306,6 +312,93 @@ def _read(engine):
     return db.make_sessionmaker(engine)()
 
 
+# --- the audit trail of the administrator's changes -------------------------------------------
+
+#: What a record says was done to a patient record, as ITI-44 would record it (xds.audit.events):
+#: an id added (C), a record revised or its links changed (U), an id the registry no longer
+#: accepts (D).
+_ADD, _REVISE, _DELETE = "add", "revise", "delete"
+
+
+class _Audit:
+    """The audit records (ATNA) of the administrator's changes to the PIX Manager's patients and
+    the registry's patient list: each recorded as the same change arriving by ITI-44 is, the PIX
+    Manager's Patient Record (DICOM 110110) of ITI TF-2b 3.44.5.1.2, one patient a record; the
+    source this command (`xds patients add` on this host), the destination the identity store
+    it changed (the database, its password hidden), the local user as the human requestor. No
+    HL7 message carried the change: the command's own id stands where the message id would
+    (ParticipantObjectDetail II), so one command's records can be told apart. The records go to
+    the audit spool, as a server's do (audit_destinations); a server (`xds serve`) delivers
+    them. With no audit destination nothing is recorded, as for the server."""
+
+    def __init__(self, command: str, settings: config.Settings):
+        import socket
+
+        from xds.audit import events
+        from xds.audit.trail import AuditTrail
+        from xds.hl7v3.ns import new_message_id
+        from xds.store import db
+
+        self.trail = AuditTrail.from_settings(settings)
+        host = socket.gethostname()
+        self.common = dict(reply_to=f"xds patients {command}", client_address=host,
+                           endpoint_url=db.redacted(settings.database), server_address=host,
+                           human_requestor=events.HumanRequestor(_user()), query_id=new_message_id())
+
+    def record(self, what: str, patient: str, *, refused: str = "") -> None:
+        from xds.audit import events
+        from xds.hl7v3.ns import INTERACTIONS
+
+        # The request whose record ITI-44 writes for the same change (its EventActionCode)
+        action = INTERACTIONS["PRPA_IN201301UV02" if what == _ADD else "PRPA_IN201302UV02"].action
+        event = events.ITI_44_DELETE if what == _DELETE else ("ITI-44", "PatientIdentifierCrossReferenceManager")
+        self.trail.record_transaction(event, events.TransactionContext(
+            action=action, patient_id=patient, outcome="Failure" if refused else "Success",
+            outcome_description=refused, **self.common))
+
+    def __enter__(self) -> "_Audit":
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.trail.enabled
+
+    def __exit__(self, *exc) -> None:
+        if self.trail.enabled:  # (NO_AUDIT is shared: not closed here)
+            self.trail.close()  # the records reach the disk (the spool's segment is sealed)
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name for this uid (a container): the uid is still someone
+        return str(os.getuid())
+
+
+def _audit(command: str, settings: config.Settings) -> _Audit | int:
+    """The command's audit records; exit status 2, said, when the settings name a destination
+    that is none."""
+    try:
+        return _Audit(command, settings)
+    except ValueError as exc:
+        print(f"xds patients {command}: the settings: {exc}", file=sys.stderr)
+        return 2
+
+
+def _change_settings(command: str, settings: config.Settings):
+    """(the ITI-46 queue's settings, the audit records) of a command that changes the persons'
+    ids; exit status 2, said, when the settings are wrong."""
+    try:
+        notifications = _notifications(settings)
+    except ValueError as exc:
+        print(f"xds patients {command}: the settings: {exc}", file=sys.stderr)
+        return 2
+    audit = _audit(command, settings)
+    return audit if isinstance(audit, int) else (notifications, audit)
+
+
 # --- add, list, remove ---------------------------------------------------------------------
 
 @_command("add")
@@ -338,19 +431,27 @@ def _add(args, settings, engine, policy) -> int:
 
     if not policy.affinity_domain and not demographics:
         # No affinity domain: the registry's list is all there is to tell (see the docstring).
-        with db.write_session(engine) as session:
-            added = patients.add(session, texts)
+        audit = _audit("add", settings)
+        if isinstance(audit, int):
+            return audit
+        with audit:
+            with db.write_session(engine) as session:
+                known = patients.known(session, texts) if audit.enabled else set()
+                added = patients.add(session, texts)
+            for text in dict.fromkeys(texts):
+                if text not in known:
+                    audit.record(_ADD, text)
         print(f"{added} patient id(s) added, {len(set(texts)) - added} already known")
         return 0
-    try:
-        notifications = _notifications(settings)
-    except ValueError as exc:
-        print(f"xds patients add: the settings: {exc}", file=sys.stderr)
-        return 2
-    return _feed(list(dict.fromkeys(identifiers)), names, args, engine, policy, notifications)
+    checked = _change_settings("add", settings)
+    if isinstance(checked, int):
+        return checked
+    notifications, audit = checked
+    with audit:
+        return _feed(list(dict.fromkeys(identifiers)), names, args, engine, policy, notifications, audit)
 
 
-def _feed(identifiers, names, args, engine, policy, notifications) -> int:
+def _feed(identifiers, names, args, engine, policy, notifications, audit: _Audit) -> int:
     """Feed each id to the PIX Manager (see the docstring), _FEED_BATCH ids a transaction, each
     in a savepoint: an id refused leaves nothing, the others go on. The ITI-46 notifications of
     a feed are queued with it, as the service queues those of ITI-44."""
@@ -365,6 +466,7 @@ def _feed(identifiers, names, args, engine, policy, notifications) -> int:
     for done, chunk in enumerate(chunked(identifiers, _FEED_BATCH)):
         if progress:
             print(f"\rfed {done * _FEED_BATCH} of {len(identifiers)}", end="", file=sys.stderr, flush=True)
+        records = []  # audited once the batch is committed: what was done, not what was tried
         with db.write_session(engine) as session:
             for identifier in chunk:
                 try:
@@ -374,15 +476,20 @@ def _feed(identifiers, names, args, engine, policy, notifications) -> int:
                             notify.enqueue(session, result, notifications)
                 except IdentityError as refused:
                     counts["refused"] += 1
+                    records.append((_ADD, identifier.cx, refused.message))
                     print(f"xds: {identifier.cx}: refused ({refused.code}): {refused.message}", file=sys.stderr)
                     continue
                 counts[action] += 1
+                if action != "known" or again:  # a known id changes only when the registry takes it again
+                    records.append((_ADD if action == "added" else _REVISE, identifier.cx, ""))
                 if again:
                     accepted_again.append(identifier.cx)
                 if policy.affinity_domain and identifier.root != policy.affinity_domain:
                     outside.append(identifier.cx)
                 if result is not None:
                     details += _feed_details(result)
+        for what, patient, refused in records:
+            audit.record(what, patient, refused=refused)
     if progress:
         print(f"\rfed {len(identifiers)} of {len(identifiers)}", file=sys.stderr)
     line = f"{counts['added']} patient id(s) added, {counts['known']} already known"
@@ -412,6 +519,7 @@ def _feed_one(session, identifier, names, args, policy):
     from xds.identity import feed, store
     from xds.identity.directory import IdentityDirectory
     from xds.identity.errors import IdentityError
+    from xds.identity.links import NAMED
     from xds.model.person import PatientRecord
     from xds.store import patients
 
@@ -420,7 +528,7 @@ def _feed_one(session, identifier, names, args, policy):
     if not policy.affinity_domain:
         patients.add(session, [identifier.cx])
     row = store.get(session, identifier)
-    if row is None:
+    if row is None or row.link == NAMED:  # never fed (another source's feed may have named it)
         record = PatientRecord(ids=[identifier], names=names, gender=args.gender, birth_time=args.birth)
         return "added", feed.add(session, record, policy), False
     if row.status == store.RETIRED:
@@ -469,10 +577,18 @@ def _remove(args, settings, engine, policy) -> int:
     from xds.identity.directory import parse_cx
     from xds.store import db, patients
 
-    with db.write_session(engine) as session:
-        removed = patients.remove(session, args.ids)
-        parsed = [i for i in (parse_cx(text) for text in args.ids) if i is not None]
-        kept = [i.cx for i, row in store.get_many(session, parsed).items() if row.status == store.ACTIVE]
+    audit = _audit("remove", settings)
+    if isinstance(audit, int):
+        return audit
+    with audit:
+        with db.write_session(engine) as session:
+            known = patients.known(session, args.ids) if audit.enabled else set()
+            removed = patients.remove(session, args.ids)
+            parsed = [i for i in (parse_cx(text) for text in args.ids) if i is not None]
+            kept = [i.cx for i, row in store.get_many(session, parsed).items() if row.status == store.ACTIVE]
+        for text in dict.fromkeys(args.ids):
+            if text in known:  # the registry's record of it is deleted (its documents stay)
+                audit.record(_DELETE, text)
     print(f"{removed} patient id(s) removed")
     if kept:
         print(f"the PIX Manager still knows {len(kept)} of them ({kept[0]}{', ...' if len(kept) > 1 else ''}): "
@@ -678,52 +794,81 @@ def _candidates(args, settings, engine, policy) -> int:
     return 0
 
 
-@_command("link")
-def _link(args, settings, engine, policy) -> int:
-    from xds.identity import links, notify, store
+@dataclass
+class _Relinked:
+    """What `link` or `unlink` did: the person the id is in now, the persons whose ids changed
+    (their ITI-46 notifications), the ids whose records changed (each audited) and the person of
+    the id before."""
+
+    person: int
+    persons: set
+    changed: list
+    before: object
+
+
+def _relink(command: str, args, settings, engine, change) -> _Relinked | int:
+    """`change(session)` -> _Relinked in one write transaction, with the ITI-46 notifications
+    of the persons it changed queued in it, and audited as ITI-44 would record it; the exit
+    status when the settings or the identity store refuse it."""
+    from xds.identity import notify
     from xds.identity.errors import IdentityError
     from xds.store import db
 
-    try:
-        notifications = _notifications(settings)
-    except ValueError as exc:
-        print(f"xds patients link: the settings: {exc}", file=sys.stderr)
-        return 2
-    try:
-        with db.write_session(engine) as session:
-            before = store.person_of(session, args.a)
-            person = links.link(session, args.a, args.b, policy, force=args.force)
-            notify.enqueue_persons(session, {person, *([before.id] if before else [])}, notifications)
-    except IdentityError as refused:
-        return _refused("link", refused)
+    checked = _change_settings(command, settings)
+    if isinstance(checked, int):
+        return checked
+    notifications, audit = checked
+    with audit:
+        try:
+            with db.write_session(engine) as session:
+                done = change(session)
+                notify.enqueue_persons(session, done.persons, notifications)
+        except IdentityError as refused:
+            for identifier in dict.fromkeys([args.a, getattr(args, "b", args.a)]):
+                audit.record(_REVISE, identifier.cx, refused=refused.message)
+            return _refused(command, refused)
+        for identifier in done.changed:
+            audit.record(_REVISE, identifier.cx)
+    return done
+
+
+@_command("link")
+def _link(args, settings, engine, policy) -> int:
+    from xds.identity import links, store
+
+    def change(session) -> _Relinked:
+        before = store.person_of(session, args.a)
+        person = links.link(session, args.a, args.b, policy, force=args.force)
+        # The ids of a's person moved into b's (each record's links changed); a alone when they
+        # were one person already (its link is the administrator's now).
+        moved = [p.identifier for p in before.patients if p.status == store.ACTIVE] if before.id != person \
+            else [args.a]
+        return _Relinked(person, {person, before.id}, moved, before)
+
+    done = _relink("link", args, settings, engine, change)
+    if isinstance(done, int):
+        return done
     with _read(engine) as session:
         view = store.person_of(session, args.b)
-    print(f"linked: {args.a.cx} and {args.b.cx} are one person (person {person})")
+    print(f"linked: {args.a.cx} and {args.b.cx} are one person (person {done.person})")
     _print_person(view, policy)
     return 0
 
 
 @_command("unlink")
 def _unlink(args, settings, engine, policy) -> int:
-    from xds.identity import links, notify, store
-    from xds.identity.errors import IdentityError
-    from xds.store import db
+    from xds.identity import links, store
 
-    try:
-        notifications = _notifications(settings)
-    except ValueError as exc:
-        print(f"xds patients unlink: the settings: {exc}", file=sys.stderr)
-        return 2
-    try:
-        with db.write_session(engine) as session:
-            before = store.person_of(session, args.a)
-            person = links.unlink(session, args.a, policy)
-            if before is not None and person != before.id:
-                notify.enqueue_persons(session, {person, before.id}, notifications)
-    except IdentityError as refused:
-        return _refused("unlink", refused)
-    alone = before is not None and sum(p.status == store.ACTIVE for p in before.patients) == 1
-    if alone:
+    def change(session) -> _Relinked:
+        before = store.person_of(session, args.a)
+        person = links.unlink(session, args.a, policy)
+        return _Relinked(person, {person, before.id} if person != before.id else set(), [args.a], before)
+
+    done = _relink("unlink", args, settings, engine, change)
+    if isinstance(done, int):
+        return done
+    person, before = done.person, done.before
+    if sum(p.status == store.ACTIVE for p in before.patients) == 1:
         print(f"{args.a.cx} was alone in its person already (person {person}); the linking rules will not link "
               "it any more (xds patients link can)")
     else:
@@ -743,12 +888,19 @@ def _dismiss(args, settings, engine, policy) -> int:
     from xds.identity.errors import IdentityError
     from xds.store import db
 
-    with db.write_session(engine) as session:
-        known = store.get_many(session, [args.a, args.b])
-        missing = [i for i in (args.a, args.b) if i not in known]
-        if missing:
-            return _refused("dismiss", IdentityError("unknown-id", f"{missing[0].cx} was never fed", missing[0]))
-        dismissed = links.dismiss(session, args.a, args.b)
+    audit = _audit("dismiss", settings)
+    if isinstance(audit, int):
+        return audit
+    with audit:
+        with db.write_session(engine) as session:
+            known = store.get_many(session, [args.a, args.b])
+            missing = [i for i in (args.a, args.b) if i not in known]
+            if missing:
+                return _refused("dismiss", IdentityError("unknown-id", f"{missing[0].cx} was never fed", missing[0]))
+            dismissed = links.dismiss(session, args.a, args.b)
+        if dismissed:  # the administrator's decision on both records
+            for identifier in (args.a, args.b):
+                audit.record(_REVISE, identifier.cx)
     if not dismissed:
         print(f"xds patients dismiss: {args.a.cx} and {args.b.cx} are not a candidate pair "
               "(xds patients candidates lists them)", file=sys.stderr)

@@ -23,6 +23,12 @@ refuse (AE with an acknowledgementDetail).
   survivor, and it is searched by nothing any more. A merge of an id never fed is refused
   ("unknown-subsumed"); a merge sent again changes nothing.
 
+* the ids a record names beside its own (asOtherIDs, further Patient.ids) that no source has
+  fed join its person as named ids (_name_others): the PIX Manager cross-references them (ITI-45
+  answers them and finds the person by them; ITI-47 finds the patients that name them) before
+  their own source feeds them. That source's feed is authoritative for its id: its record
+  replaces the named one (an add, as the result says) and the linking rules place it.
+
 The registry: an id whose root is the affinity domain (policy.affinity_domain) is added to
 the registry's patient list (xds.store.patients) as it is fed; a retired one is removed from
 it, so submissions for it fail with XDSUnknownPatientId whichever directory the registry asks.
@@ -37,8 +43,8 @@ from sqlalchemy.orm import Session
 
 from xds.identity import links, store
 from xds.identity.errors import IdentityError
-from xds.identity.links import STICKY
-from xds.identity.policy import IdentityPolicy
+from xds.identity.links import NAMED, STICKY
+from xds.identity.policy import IDENTIFIER, IdentityPolicy
 from xds.identity.records import has_demographics
 from xds.identity.store import ACTIVE, RETIRED
 from xds.model.person import Identifier, PatientRecord
@@ -80,7 +86,11 @@ def add(session: Session, record: PatientRecord, policy: IdentityPolicy) -> Feed
         return _add(session, record, policy)
     if row.status == RETIRED:
         raise _retired(session, row)
-    return _revise(session, row, record, policy)
+    named = row.link == NAMED
+    result = _revise(session, row, record, policy)
+    if named:
+        result.action = "added"  # its own source's first feed of an id another source named
+    return result
 
 
 def revise(session: Session, record: PatientRecord, policy: IdentityPolicy) -> FeedResult:
@@ -169,6 +179,7 @@ def _add(session: Session, record: PatientRecord, policy: IdentityPolicy) -> Fee
     store.write_keys(session, row, record, policy.normaliser)
     store.revise_history(session, row, "add", now, record)
     store.set_candidates(session, row.pk, decision.candidates, now)
+    _name_others(session, row, record, policy, now)
     result = _result(session, row, "added", policy, decision=decision)
     result.registry_added = _tell_registry(session, row, policy)
     result.persons_changed = {person}
@@ -180,6 +191,7 @@ def _revise(session: Session, row: IdentityPatientRow, record: PatientRecord, po
     # Its person first, then its row: the order of every writer (a merge moving the person's
     # members holds the person and then updates their rows).
     (row,) = links.lock_people(session, [store.identifier(row)])
+    before = store.record_of(row)
     store.set_record(row, record, now)
     store.write_keys(session, row, record, policy.normaliser)
     store.revise_history(session, row, "revise", now, record)
@@ -207,10 +219,64 @@ def _revise(session: Session, row: IdentityPatientRow, record: PatientRecord, po
             changed = {current, new}
             break
         store.set_candidates(session, row.pk, decision.candidates, now)
+    changed |= _name_others(session, row, record, policy, now)
+    changed |= _unname(session, row, _named(before) - _named(record), now)
     result = _result(session, row, "revised", policy, decision=decision)
     result.registry_added = _tell_registry(session, row, policy)
     result.persons_changed = changed
     return result
+
+
+def _named(record: PatientRecord) -> set[Identifier]:
+    """The ids a record names beside its own (asOtherIDs, further Patient.ids)."""
+    own = record.ids[0]
+    return {i for i in [*record.ids[1:], *record.other_ids] if i != own and i.root and i.extension}
+
+
+def _name_others(session: Session, row: IdentityPatientRow, record: PatientRecord, policy: IdentityPolicy,
+                 now) -> set[int]:
+    """The ids `record` names that no source has fed join its person as named ids (link
+    NAMED, a record of the id alone): the cross-reference holds them, so ITI-45 answers them
+    and finds the person by them, and ITI-47 finds the person's patients that name them. Not
+    with the identifier rule off (the network does not link by ids), nor an id of a domain the
+    person has an id of already (two ids of one domain are a duplicate its source resolves).
+    When the id's own source feeds it, its record replaces the named one and the rules place it
+    (the identifier rule: with the patients that name it). The persons changed."""
+    if IDENTIFIER not in policy.rules:
+        return set()
+    wanted = sorted(_named(record) - set(store.get_many(session, _named(record))), key=lambda i: (i.root, i.extension))
+    if not wanted:
+        return set()
+    roots = {m.root for m in store.members(session, row.person_id)}
+    added = False
+    for identifier in wanted:
+        if identifier.root in roots:
+            continue
+        named = store.new_patient(session, PatientRecord(ids=[identifier], sender=record.sender), row.person_id,
+                                  NAMED, now)
+        store.revise_history(session, named, "named", now)
+        roots.add(identifier.root)
+        added = True
+    if not added:
+        return set()
+    store.touch_person(session, row.person_id, now)
+    return {row.person_id}
+
+
+def _unname(session: Session, row: IdentityPatientRow, dropped: set[Identifier], now) -> set[int]:
+    """Named ids the revised record no longer names, and no other patient does, leave its
+    person for one of their own. The persons changed."""
+    changed: set[int] = set()
+    for other in store.get_many(session, dropped).values():
+        if other.link != NAMED or other.status != ACTIVE or other.person_id != row.person_id:
+            continue
+        if store.claimants(session, store.identifier(other)):
+            continue  # another patient still names it
+        changed.add(other.person_id)
+        links.move(session, other, store.new_person(session, now), NAMED, now)
+        store.revise_history(session, other, "unlink", now)
+        changed.add(other.person_id)
+    return changed
 
 
 def _lock(session: Session, record: PatientRecord, *others: Identifier) -> None:

@@ -37,6 +37,8 @@ from xds.store.tables import IdentityKeyRow, IdentityPatientRow
 
 #: Links no feed undoes.
 STICKY = ("manual", "merge")
+#: An id known only because another source's feed named it (asOtherIDs; xds.identity.feed).
+NAMED = "named"
 #: Genders that say something (AdministrativeGender M, F; UN says nothing).
 KNOWN_GENDERS = ("M", "F")
 

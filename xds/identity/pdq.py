@@ -31,6 +31,7 @@ more than the work. bench/pdq.py measures it over 1,000,000 patients (bench/RESU
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import (ColumnElement, CompoundSelect, Select, and_, distinct, except_, func, intersect, literal,
@@ -42,10 +43,11 @@ from xds.identity import records
 from xds.identity.errors import IdentityError
 from xds.identity.names import (FAMILY, GIVEN, MMN_FAMILY, MMN_GIVEN, MMN_NAME, NAME, TELECOM, Normaliser,
                                 birth_date, prefix_upper)
+from xds.identity.links import NAMED
 from xds.identity.policy import IdentityPolicy
 from xds.identity.store import ACTIVE
 from xds.model.person import Address, Identifier, PatientRecord, PersonName
-from xds.store.tables import IdentityKeyRow, IdentityPatientRow
+from xds.store.tables import IdentityKeyRow, IdentityOtherIdRow, IdentityPatientRow
 
 #: The use code that allows more than exact matching of a name (EntityNameUse SRCH).
 SEARCH_USE = "SRCH"
@@ -96,9 +98,28 @@ class PdqPage:
 _Req = tuple[tuple[str, ...], str, bool]
 
 
+#: Access control (xds.consent): which of a search's matches (patient pks) may be shown.
+Shown = Callable[[Session, list[int]], set[int]]
+
+
 def search(session: Session, query: PdqQuery, policy: IdentityPolicy, offset: int = 0,
-           count: int | None = None) -> PdqPage:
-    """The matches from `offset`, at most `count` of them (all when None)."""
+           count: int | None = None, shown: Shown | None = None) -> PdqPage:
+    """The matches from `offset`, at most `count` of them (all when None). With `shown`, of
+    those it lets through: every match's pk is read to ask it (the total counts them exactly),
+    the demographics of the page only."""
+    if shown is not None:
+        every = _ranked(session, query, policy, 0, None)[1]
+        allowed = shown(session, [pk for pk, _ in every])
+        kept = [match for match in every if match[0] in allowed]
+        page = kept[offset:] if count is None else kept[offset:offset + count]
+        return PdqPage(len(kept), offset, _matches(session, page, query))
+    total, found = _ranked(session, query, policy, offset, count)
+    return PdqPage(total, offset, _matches(session, found, query))
+
+
+def _ranked(session: Session, query: PdqQuery, policy: IdentityPolicy, offset: int,
+            count: int | None) -> tuple[int, list[tuple[int, int]]]:
+    """How many patients match, and the (pk, score) of those from `offset` (at most `count`)."""
     n = policy.normaliser
     dialect = session.get_bind().dialect.name
     exact = _candidates(query, n, dialect, prefix=False)
@@ -123,7 +144,7 @@ def search(session: Session, query: PdqQuery, policy: IdentityPolicy, offset: in
         total += size
         found += [(pk, score) for pk in pks]
         skip = max(0, skip - size)
-    return PdqPage(total, offset, _matches(session, found, query))
+    return total, found
 
 
 def _count_and_page(session: Session, matching: _Matching, skip: int, want: int | None) -> tuple[int, list[int]]:
@@ -236,7 +257,12 @@ def _conditions(query: PdqQuery, n: Normaliser, dialect: str, *,
                   for address in query.addresses]
         any_group(groups)
     if query.ids:
-        conditions.append(tuple_(P.root, P.extension).in_([(i.root, i.extension) for i in query.ids]))
+        wanted = [(i.root, i.extension) for i in query.ids]
+        # The patient of the id (not a named one: its record is the id alone), or a patient
+        # whose record names the id (asOtherIDs): the person is found by an id no source fed.
+        o = _OTHER_IDS
+        conditions.append(or_(and_(tuple_(P.root, P.extension).in_(wanted), P.link != NAMED),
+                              P.pk.in_(select(o.c.patient_pk).where(tuple_(o.c.root, o.c.extension).in_(wanted)))))
     if query.telecoms:
         telecoms = sorted({k for k in (n.telecom_key(t) for t in query.telecoms) if k})
         any_group([[((TELECOM,), key, False)] for key in telecoms])
@@ -260,6 +286,7 @@ def _name_requirements(name: PersonName, n: Normaliser, family: str, given: str,
 
 _KEYS: Table = IdentityKeyRow.__table__  # type: ignore[assignment]
 _PATIENTS: Table = IdentityPatientRow.__table__  # type: ignore[assignment]
+_OTHER_IDS: Table = IdentityOtherIdRow.__table__  # type: ignore[assignment]
 
 
 def _group(reqs: list[_Req], dialect: str) -> Select:
@@ -332,6 +359,11 @@ def _matches(session: Session, found: list[tuple[int, int]], query: PdqQuery) ->
             missing = [d for d in wanted if d not in have]
         else:
             missing = []
-        matches.append(PdqMatch(Identifier(row.root, row.extension), records.from_json(row.record), score, others,
+        record = records.from_json(row.record)
+        # The ids as the record's source wrote them, with the assigningAuthorityName it gave
+        # (ids are equal whatever their name says)
+        named = {i: i for i in (*record.ids, *record.other_ids) if i.assigning_authority_name}
+        own = Identifier(row.root, row.extension)
+        matches.append(PdqMatch(named.get(own, own), record, score, [named.get(i, i) for i in others],
                                 missing, row.person_id))
     return matches

@@ -1,6 +1,11 @@
 """A PatientRecord as JSON, the form it is stored in (identity_patient.record and every
 identity_revision): every field, every string exactly as sent (ensure_ascii=False keeps
-characters outside the BMP as they are; JSON is stable across Python versions)."""
+characters outside the BMP as they are; JSON is stable across Python versions).
+
+Fields added later are written only when they have a value, and read with their default when
+absent, so a record stored by an older release reads as it did and one without them is stored
+byte for byte as before: an id's assigningAuthorityName (a third item of its list), an
+address's other parts and text."""
 
 from __future__ import annotations
 
@@ -26,11 +31,33 @@ def _name_from(data: dict[str, Any] | None) -> PersonName | None:
 
 
 def _ids(ids: list[Identifier]) -> list[list[str]]:
-    return [[i.root, i.extension] for i in ids]
+    # [root, extension], and the assigningAuthorityName third when the sender gave one (records
+    # stored before it was kept have two, and are read alike)
+    return [[i.root, i.extension, i.assigning_authority_name] if i.assigning_authority_name
+            else [i.root, i.extension] for i in ids]
 
 
 def _ids_from(data: list) -> list[Identifier]:
-    return [Identifier(root, extension) for root, extension in data]
+    return [Identifier(*values) for values in data]
+
+
+def _address(a: Address) -> dict[str, Any]:
+    data: dict[str, Any] = {"street_lines": list(a.street_lines), "city": a.city, "state": a.state,
+                            "postal_code": a.postal_code, "country": a.country, "uses": list(a.uses)}
+    # The other AD parts (unitID, additionalLocator, houseNumber ...) and the text of an
+    # address without parts, when there are any (older records have neither key)
+    if a.other_parts:
+        data["other_parts"] = [list(part) for part in a.other_parts]
+    if a.text:
+        data["text"] = a.text
+    return data
+
+
+def _address_from(a: dict[str, Any]) -> Address:
+    return Address(street_lines=tuple(a.get("street_lines", ())), city=a.get("city", ""), state=a.get("state", ""),
+                   postal_code=a.get("postal_code", ""), country=a.get("country", ""), uses=tuple(a.get("uses", ())),
+                   other_parts=tuple((name, value) for name, value in a.get("other_parts", ())),
+                   text=a.get("text", ""))
 
 
 def to_json(record: PatientRecord) -> str:
@@ -40,11 +67,7 @@ def to_json(record: PatientRecord) -> str:
         "names": [_name(n) for n in record.names],
         "gender": record.gender,
         "birth_time": record.birth_time,
-        "addresses": [
-            {"street_lines": list(a.street_lines), "city": a.city, "state": a.state,
-             "postal_code": a.postal_code, "country": a.country, "uses": list(a.uses)}
-            for a in record.addresses
-        ],
+        "addresses": [_address(a) for a in record.addresses],
         "telecoms": [{"value": t.value, "uses": list(t.uses)} for t in record.telecoms],
         "mothers_maiden_name": _name(record.mothers_maiden_name),
         "multiple_birth": record.multiple_birth,
@@ -65,12 +88,7 @@ def from_json(text: str) -> PatientRecord:
         names=[_name_from(n) for n in data.get("names", [])],  # type: ignore[misc]
         gender=data.get("gender"),
         birth_time=data.get("birth_time"),
-        addresses=[
-            Address(street_lines=tuple(a.get("street_lines", ())), city=a.get("city", ""),
-                    state=a.get("state", ""), postal_code=a.get("postal_code", ""),
-                    country=a.get("country", ""), uses=tuple(a.get("uses", ())))
-            for a in data.get("addresses", [])
-        ],
+        addresses=[_address_from(a) for a in data.get("addresses", [])],
         telecoms=[Telecom(t["value"], tuple(t.get("uses", ()))) for t in data.get("telecoms", [])],
         mothers_maiden_name=_name_from(data.get("mothers_maiden_name")),
         multiple_birth=data.get("multiple_birth"),

@@ -29,9 +29,10 @@ Patient Identifier sent"). Case 2 (AA, NF: the id is recognized but the person h
 domains asked for) would tell the consumer that the id exists and is cross-referenced, which a
 PIX Manager holding only what the facility may see could not say. ITI-47 leaves such persons'
 matches out before counting: resultTotalQuantity, remainingQuantity and the pages a
-continuation returns count the others only (the query's matches are read whole and decided
-together, then paged; consent is decided again at each continuation, so a withdrawal applies
-to the next page).
+continuation returns count the others only (every match is decided, its demographics read
+only when it is on the page; consent is decided again at each continuation, so a withdrawal
+applies to the next page). An assigning authority none of whose ids the facility may see is
+answered as one nobody fed (xds.consent.identity).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from xds.consent import identity as consent_identity
 from xds.consent.access import ConsentGate, PatientAccess
 from xds.hl7v3 import ack, pdq as hl7_pdq, pix as hl7_pix
 from xds.hl7v3.details import AcknowledgementDetail, error, unknown_key_identifier
@@ -142,7 +144,8 @@ class IdentityService:
             for earlier in results[:-1]:
                 result.persons_changed |= earlier.persons_changed
                 result.registry_removed += earlier.registry_removed
-            return result, [r.retired for r in results if r.retired is not None]
+            # The ids this message retired (a merge sent again retires nothing: not audited again).
+            return result, [r.retired for r in results if r.retired is not None and r.action == "merged"]
         if message.revised:
             return feed.revise(session, message.patient, self.policy), []
         return feed.add(session, message.patient, self.policy), []
@@ -160,9 +163,9 @@ class IdentityService:
             return _answer(hl7_pix.pix_query_response(query, details=query.problems, sender=sender), "AE")
         with self._reading() as session:
             found = pix.query(session, query.patient_id, query.data_sources, self.policy)
-            if access is not None and found.outcome in (pix.OK, pix.NOT_FOUND) and not access.visible_persons(
-                    session, {query.patient_id.cx: found.person_id}):
-                found = pix.PixAnswer(pix.UNKNOWN_ID)  # as an id nobody fed (see the module's docstring)
+            if access is not None:  # as a PIX Manager holding what it may see (see the module's docstring)
+                found = consent_identity.pix_answer(session, access, found, query.patient_id, query.data_sources,
+                                                    self.policy)
         details = list(query.problems)
         if found.outcome == pix.UNKNOWN_DOMAIN:
             details.append(unknown_key_identifier(
@@ -196,7 +199,7 @@ class IdentityService:
         if not query.ok:
             return self._pdq_refused(query, list(query.problems))
         with self._reading() as session:
-            details = self._unknown_domains(session, query)
+            details = self._unknown_domains(session, query, access)
             if any(d.is_error for d in details):
                 return self._pdq_refused(query, details)
             size = query.initial_quantity or self.page_size
@@ -215,12 +218,7 @@ class IdentityService:
     def _search(self, session: Session, query: pdq.PdqQuery, offset: int, size: int,
                 access: PatientAccess | None) -> pdq.PdqPage:
         """A page of the matches `access` may see (all of them without access control)."""
-        if access is None:
-            return pdq.search(session, query, self.policy, offset, size)
-        every = pdq.search(session, query, self.policy, 0, None).matches
-        allowed = access.visible_persons(session, {m.patient.cx: m.person_id for m in every})
-        shown = [m for m in every if m.patient.cx in allowed]
-        return pdq.PdqPage(len(shown), offset, shown[offset:offset + size])
+        return consent_identity.search(session, access, query, self.policy, offset, size)
 
     def _access(self, caller: Caller) -> PatientAccess | None:
         return self.consent.access(caller) if self.consent is not None else None
@@ -278,11 +276,13 @@ class IdentityService:
         row.expires_at = now + dt.timedelta(seconds=self.continuation_timeout)
         session.add(row)
 
-    def _unknown_domains(self, session: Session, query: hl7_pdq.PdqQuery) -> list[AcknowledgementDetail]:
+    def _unknown_domains(self, session: Session, query: hl7_pdq.PdqQuery,
+                         access: PatientAccess | None = None) -> list[AcknowledgementDetail]:
         """204 for every assigning authority the query names that is no domain here (ITI TF-2
-        3.47.4.2.3): of the otherIDsScopingOrganizations and of the livingSubjectIds."""
+        3.47.4.2.3): of the otherIDsScopingOrganizations and of the livingSubjectIds; with
+        access control, none the caller may see an id of is (xds.consent.identity)."""
         roots = query.other_ids_scoping_organizations + [i.root for i in query.living_subject_ids]
-        known = pix.known_domains(session, roots, self.policy)
+        known = consent_identity.known_domains(session, access, roots, self.policy)
         details = list(query.problems)
         for index, root in enumerate(query.other_ids_scoping_organizations):
             if root not in known:

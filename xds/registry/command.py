@@ -118,6 +118,7 @@ def _in_process(request, settings: config.Settings):
     from xds.audit import actors
     from xds.audit.trail import AuditTrail
     from xds.registry.register import DocumentRegistry
+    from xds.consent import bppc
     from xds.registry.remove import DeleteDocumentSet
     from xds.security.caller import Caller
     from xds.soap import SoapRequest
@@ -127,7 +128,8 @@ def _in_process(request, settings: config.Settings):
     engine = db.make_engine(settings.database, busy_timeout=settings.busy_timeout)
     try:
         registry = DocumentRegistry(sessions=db.make_sessionmaker(engine, write=True),
-                                    max_submission_objects=settings.max_submission_objects)
+                                    max_submission_objects=settings.max_submission_objects,
+                                    after_store=bppc.hook(settings))  # a deleted consent document's consent ends
         result = DeleteDocumentSet.of(registry).delete(request)
     finally:
         engine.dispose()
@@ -240,6 +242,7 @@ def _update_in_process(request, settings: config.Settings):
     from xds.identity.directory import IdentityDirectory
     from xds.registry.codes import CodeSet
     from xds.registry.register import DocumentRegistry
+    from xds.consent import bppc
     from xds.registry.update import UpdateDocumentSet
     from xds.security.caller import Caller
     from xds.soap import SoapRequest
@@ -252,7 +255,8 @@ def _update_in_process(request, settings: config.Settings):
                                     codes=CodeSet.from_nist_xml(settings.codes_file) if settings.codes_file else None,
                                     patients=IdentityDirectory(), check_patient_ids=settings.check_patient_ids,
                                     max_submission_objects=settings.max_submission_objects,
-                                    max_submission_values=settings.max_submission_values)
+                                    max_submission_values=settings.max_submission_values,
+                                    after_store=bppc.hook(settings))  # so does a deprecated one's
         soap = SoapRequest(action=ITI_57.action, message_id=None, header=None, body=request)
         result = UpdateDocumentSet.of(registry).update(request)
     finally:

@@ -93,6 +93,8 @@ class DocumentRegistry:
     #: Called with the write session and the submission once it is stored, in its transaction
     #: (xds.consent.bppc: BPPC consent documents update the consent record); may raise to undo it.
     after_store: Callable[[Session, Submission], None] | None = None
+    #: DSG (xds.security.dsg): what the registry can check of signature DocumentEntries.
+    signatures: Callable[[Submission], list[XdsError]] | None = None
 
     @property
     def limits(self) -> SubmissionLimits:
@@ -115,6 +117,7 @@ class DocumentRegistry:
         if parsed.over_limits:
             return problems  # refused as it was read: nothing more is worth checking
         problems += validate(parsed.submission, self.codes)
+        problems += self.signatures(parsed.submission) if self.signatures is not None else []
         problems += first_version_problems(parsed.submission)
         stored = None if any(p.is_error for p in problems) else self._prepare(parsed)
         try:
@@ -174,6 +177,8 @@ class DocumentRegistry:
             for ref in (a.source, a.target)
             if ref and ref not in own and ref.startswith("urn:uuid:")
         }
+        if refs:
+            store.hold_references(session)
         found = store.find_entries_by_uuid(session, [*uuids, *refs])
         for oid in uuids:
             if oid in found:

@@ -67,8 +67,10 @@ from xds.store.tables import (
 log = logging.getLogger("xds.registry")
 
 HAS_MEMBER = AssociationType.HAS_MEMBER.value
-#: The tables of each kind of object, and the side tables keyed by an object's entryUUID.
+#: The tables of each kind of object; those whose rows have side-table rows (keyed by their id);
+#: the side tables.
 _OBJECT_TABLES = (DocumentEntryRow, SubmissionSetRow, FolderRow, AssociationRow)
+_KEYED_TABLES = (DocumentEntryRow, SubmissionSetRow, FolderRow)
 _SIDE_TABLES = (ObjectCodeRow, AuthorRow, ReferenceIdRow)
 #: How many referring associations one ReferencesExistException names before "and N more".
 _NAMED = 5
@@ -91,11 +93,15 @@ class DeleteDocumentSet:
     clock: Callable[[], datetime] = field(default=utc_now)
     #: The most objects one request may name (the registry's max_submission_objects).
     max_objects: int = SubmissionLimits.max_objects
+    #: Called with the write session, the ids removed and the transaction's name before their
+    #: rows go (xds.consent.bppc: a deleted BPPC document no longer grants); may raise to undo it.
+    before_remove: Callable[[Session, list[str], str], None] | None = None
 
     @classmethod
     def of(cls, registry) -> "DeleteDocumentSet":
-        """The removal step of a DocumentRegistry: its database, clock and limits."""
-        return cls(registry.sessions, registry.clock, registry.max_submission_objects)
+        """The removal step of a DocumentRegistry: its database, clock, limits and consent hook."""
+        return cls(registry.sessions, registry.clock, registry.max_submission_objects,
+                   getattr(registry.after_store, "removed", None))
 
     def delete(self, request: etree._Element) -> Result:
         """Check and carry out one RemoveObjectsRequest. The Result's errors say why nothing
@@ -111,6 +117,8 @@ class DeleteDocumentSet:
                 if errors:
                     session.rollback()
                     return Result(errors, documents=touched)
+                if self.before_remove is not None:
+                    self.before_remove(session, read.ids, "ITI-62 Delete Document Set")
                 self._remove(session, read.ids, removed_links)
         except OperationalError as exc:
             if _is_busy(exc):
@@ -172,10 +180,13 @@ class DeleteDocumentSet:
 
     def _remove(self, session: Session, ids: list[str], removed_links: list[_Link]) -> None:
         for chunk in chunked(ids):
+            # Side-table rows first: they are found by the ids of the objects still there.
+            object_ids = [id_ for table in _KEYED_TABLES
+                          for id_ in session.scalars(select(table.id).where(table.entry_uuid.in_(chunk)))]
+            for table in _SIDE_TABLES:
+                session.execute(delete(table.__table__).where(table.object_id.in_(object_ids)))
             for table in _OBJECT_TABLES:
                 session.execute(delete(table.__table__).where(table.entry_uuid.in_(chunk)))
-            for table in _SIDE_TABLES:
-                session.execute(delete(table.__table__).where(table.object_uuid.in_(chunk)))
         # A Folder's lastUpdateTime changes whenever its content does (ITI TF-3 4.2.3.4): here
         # when it loses a member and stays.
         removed = set(ids)

@@ -308,6 +308,7 @@ class UpdateDocumentSet:
     def _check(self, session: Session, sub: Submission, ops: Operations) -> list[XdsError]:
         problems: list[XdsError] = []
         ss = sub.submission_set
+        store.hold_references(session)  # an update always refers to what is registered
         if self.registry.check_patient_ids:
             ids = {o.patient_id for o in [ss, *sub.documents, *sub.folders] if o and o.patient_id}
             current = self.registry.patients.resolve(session, ids)
@@ -474,6 +475,10 @@ class UpdateDocumentSet:
                     touched_folders |= self._new_version(session, parsed, v, current, now)
         for a in ops.statuses:
             self._change_status(session, a)
+        # A BPPC consent document made Deprecated no longer grants its consent (xds.consent.bppc).
+        if (revoke := getattr(self.registry.after_store, "deprecated", None)) is not None:
+            revoke(session, [a.target for a in ops.statuses if (slot_values(a, NEW_STATUS) or [""])[0].strip()
+                             == DEPRECATED], "ITI-57 Update Document Set")
         for a, _link in ops.associations:
             if a.type == HAS_MEMBER:
                 touched_folders.add(a.source)

@@ -57,7 +57,7 @@ from xds.model.identifiers import OID, OID_MAX, is_oid
 from xds.model.metadata import REPLACING
 from xds.registry.codes import MIME_TYPE, CodeSet
 from xds.rules import error
-from xds.store.tables import DocumentEntryRow, ObjectCodeRow
+from xds.store.tables import CodeRow, DocumentEntryRow
 
 log = logging.getLogger(__name__)
 
@@ -637,8 +637,8 @@ def _check_has_member(a: Association, ss_id: str | None, kind_of: dict[str, str]
 MAX_SIZE = 2**63 - 1
 #: document_entry.mime_type (ebRIM allows a LongName, 256; real MIME types are far shorter).
 MIME_TYPE_MAX = DocumentEntryRow.__table__.c.mime_type.type.length
-#: object_code.code: a coded value as code^^^codingScheme (each part a LongName of 256).
-CODE_MAX = ObjectCodeRow.__table__.c.code.type.length
+#: code.value: a coded value as code^^^codingScheme (each part a LongName of 256).
+CODE_MAX = CodeRow.__table__.c.value.type.length
 #: association.submission_set_status
 SUBMISSION_SET_STATUSES = frozenset(status.value for status in SubmissionSetStatus)
 SHOWN = 40  # how much of a long value a message shows

@@ -98,6 +98,7 @@ class NewDocument:
     hash: str   # lower-case hex SHA-1 of the content
     size: int
     patient_id: str = ""  # kept so that a retrieval's audit record names whose document it was
+    extra: dict = field(default_factory=dict)  # more of meta.json (a signature's DSG verdict)
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ class FileBlobStore:
                 staged.documents.append(item)
                 content = folder / CONTENT
                 document.content.move_to(content)
-                meta = {"uniqueId": document.unique_id, "mimeType": document.mime_type, "hash": document.hash,
+                meta = {**document.extra, "uniqueId": document.unique_id, "mimeType": document.mime_type, "hash": document.hash,
                         "size": document.size, "patientId": document.patient_id, "stored": datetime.now(timezone.utc).isoformat(timespec="seconds")}
                 _write(folder / META, json.dumps(meta).encode(), self.fsync)
                 if self.fsync:

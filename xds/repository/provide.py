@@ -39,6 +39,7 @@ from xds.model import DocumentEntryType
 from xds.repository.blobs import BlobStore, NewDocument
 from xds.result import Result
 from xds.rules import error
+from xds.security.dsg import SubmissionSignatures
 from xds.soap.attachment import Attachment
 
 log = logging.getLogger("xds.repository")
@@ -58,6 +59,8 @@ class ProvideAndRegister:
     register: Register
     #: How many objects and values a submission may hold (the registry's, in-process).
     limits: SubmissionLimits = field(default_factory=SubmissionLimits)
+    #: DSG (xds.security.dsg): signature documents verified against what they sign, per dsg_policy.
+    signatures: SubmissionSignatures | None = None
 
     def provide(self, request: etree._Element, content_of: Callable[[etree._Element], Attachment]
                 ) -> list[XdsError]:
@@ -104,6 +107,12 @@ class ProvideAndRegister:
             problems.append(error("repository.missing-metadata", document_id, id=document_id))
         if any(p.is_error for p in problems):
             return problems
+        verdicts = {}
+        if self.signatures is not None:
+            verdicts, refused = self.signatures.check_provide(parsed.submission, {e.id: c for e, c in paired})
+            problems += refused
+            if any(p.is_error for p in problems):
+                return problems
 
         new = []
         for entry, content in paired:
@@ -115,7 +124,8 @@ class ProvideAndRegister:
                 set_slot(element, "size", entry.size)
                 set_slot(element, "repositoryUniqueId", entry.repository_unique_id)
             new.append(NewDocument(entry.unique_id or "", entry.mime_type or "application/octet-stream",
-                                   content, content.sha1, content.size, entry.patient_id or ""))
+                                   content, content.sha1, content.size, entry.patient_id or "",
+                                   {"dsg": verdicts[entry.id].as_json()} if entry.id in verdicts else {}))
         try:
             staged = self.blobs.stage(new)
         except OSError as exc:

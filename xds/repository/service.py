@@ -29,6 +29,7 @@ from xds.repository.registration import LocalRegistry, Registry, RemoteRegistry
 from xds.repository.remove import RemoveDocuments
 from xds.repository.retrieve import RetrieveDocumentSet
 from xds.result import Result
+from xds.security import dsg
 from xds.security.caller import Caller
 from xds.soap import SoapRequest
 
@@ -102,7 +103,11 @@ def build(settings: Settings, registry: Registry | None = None, *,
         register = audited_registration(register, audit, settings.registry_url)
     return DocumentRepository(
         provide=ProvideAndRegister(settings.repository_unique_id, blobs, register,
-                                   SubmissionLimits(settings.max_submission_objects, settings.max_submission_values)),
+                                   SubmissionLimits(settings.max_submission_objects, settings.max_submission_values),
+                                   # DSG: signature documents checked against what they sign (dsg_policy)
+                                   dsg.SubmissionSignatures.from_settings(
+                                       settings, registered=dsg.registry_lookup(settings, registry),
+                                       stored=dsg.stored_in(blobs))),
         retrieve=RetrieveDocumentSet(settings.repository_unique_id, blobs, settings.home_community_id,
                                      consent=(consent := ConsentGate.from_settings(settings)),
                                      sessions=consent_sessions(settings, registry) if consent else None),

@@ -6,16 +6,23 @@ move values between model objects and rows; they decide nothing about XDS rules,
 defaults a newly registered object gets.
 
 Writes are bulk inserts (one statement per table per submission): this is the hot path of
-every Register and Provide-and-Register.
+every Register and Provide-and-Register. DocumentEntries, SubmissionSets and Folders get an
+integer id, increasing (`next_object_ids`), that keys their side-table rows; codes are ids of
+the code dictionary (`code_ids`).
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import event, func, insert, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from xds import dtm
@@ -34,6 +41,7 @@ from xds.store.tables import (
     AuthorRow,
     Base,
     CodeAttribute,
+    CodeRow,
     DocumentEntryRow,
     FolderRow,
     ObjectCodeRow,
@@ -81,16 +89,18 @@ def save_submission(session: Session, submission: Submission, xml: dict[str, str
     waits for that transaction to end, SQLite's write lock already ordered the two); the
     caller answers XDSDuplicateUniqueIdInRegistry.
     """
-    side = _SideRows()
     ss = submission.submission_set
+    owners = ([ss] if ss is not None else []) + list(submission.documents) + list(submission.folders)
+    ids = dict(zip((o.id for o in owners), next_object_ids(session, len(owners))))
+    side = _SideRows(ids)
     if ss is not None:
-        _insert(session, SubmissionSetRow, [_submission_set_row(ss, xml[ss.id])])
+        _insert(session, SubmissionSetRow, [_submission_set_row(ids[ss.id], ss, xml[ss.id])])
         side.codes(ss.id, CodeAttribute.CONTENT_TYPE, [ss.content_type_code])
         side.authors(ss.id, ss.authors)
 
     documents = []
     for d in submission.documents:
-        documents.append(_document_row(d, xml[d.id], ss.id if ss else None))
+        documents.append(_document_row(ids[d.id], d, xml[d.id], ss.id if ss else None))
         side.codes(d.id, CodeAttribute.CLASS, [d.class_code])
         side.codes(d.id, CodeAttribute.TYPE, [d.type_code])
         side.codes(d.id, CodeAttribute.FORMAT, [d.format_code])
@@ -104,7 +114,7 @@ def save_submission(session: Session, submission: Submission, xml: dict[str, str
 
     folders = []
     for f in submission.folders:
-        folders.append(_folder_row(f, xml[f.id]))
+        folders.append(_folder_row(ids[f.id], f, xml[f.id]))
         side.codes(f.id, CodeAttribute.FOLDER, f.codes)
     _insert(session, FolderRow, folders)
 
@@ -120,14 +130,101 @@ def save_submission(session: Session, submission: Submission, xml: dict[str, str
                 "submission_set_status": a.submission_set_status,
                 "status": a.status or APPROVED,
                 "xml": xml[a.id],
+                "xml_size": _utf8_size(xml[a.id]),
             }
             for a in submission.associations
         ],
     )
 
-    _insert(session, ObjectCodeRow, side.code_rows())
+    _insert(session, ObjectCodeRow, side.code_rows(code_ids(session, side.code_keys())))
     _insert(session, AuthorRow, side.author_rows())
     _insert(session, ReferenceIdRow, side.reference_id_rows())
+
+
+def next_object_ids(session: Session, count: int) -> list[int]:
+    """`count` new object ids, each larger than every id given before.
+
+    PostgreSQL: the sequence registry_object_id (concurrent transactions never wait for each
+    other on it). SQLite: one past the largest id stored, which is safe because the write
+    transaction holds the database's only write lock from its start (BEGIN IMMEDIATE). An id
+    freed by a deletion may come again there, and that is harmless: its side-table rows went
+    with it. The bulk loader's stand-in session (bench/load.py) numbers objects itself.
+    """
+    if count == 0:
+        return []
+    if not isinstance(session, Session):
+        return session.next_object_ids(count)
+    if session.get_bind().dialect.name == "postgresql":
+        return list(session.scalars(select(func.nextval("registry_object_id"))
+                                    .select_from(func.generate_series(1, count))))
+    top = session.scalar(select(func.max(*[func.coalesce(select(func.max(t.id)).scalar_subquery(), 0)
+                                           for t in (DocumentEntryRow, SubmissionSetRow, FolderRow)])))
+    return list(range(top + 1, top + 1 + count))
+
+
+#: Per database (its connection pool: an engine and those made from it with other options share
+#: it): (attribute, value) -> id of the code dictionary, for codes committed to it. An id read in
+#: a transaction that then rolled back may never have existed for anyone else.
+_code_caches: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], int]] = weakref.WeakKeyDictionary()
+_code_cache_lock = threading.Lock()
+
+
+def _code_cache(session: Session) -> dict[tuple[str, str], int]:
+    pool = session.get_bind().pool
+    cache = _code_caches.get(pool)
+    if cache is None:
+        with _code_cache_lock:
+            cache = _code_caches.setdefault(pool, {})
+    return cache
+
+
+def code_ids(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The dictionary ids of these (attribute, value) codes, adding the codes not yet in it.
+
+    Two transactions adding the same new code: on PostgreSQL the second waits on the unique
+    index for the first and adds nothing (ON CONFLICT DO NOTHING), then reads the first's id;
+    SQLite's write lock orders them. The ids this transaction read or added are cached once it
+    has committed.
+    """
+    if not isinstance(session, Session):
+        return session.code_ids(keys)
+    wanted = set(keys)
+    cache = _code_cache(session)
+    found = {key: cache[key] for key in wanted if key in cache}
+    missing = sorted(wanted - found.keys())
+    if not missing:
+        return found
+    read = _read_codes(session, missing)
+    new = [key for key in missing if key not in read]
+    if new:
+        dialect = session.get_bind().dialect.name
+        statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(CodeRow.__table__)
+        session.execute(statement.on_conflict_do_nothing(),
+                        [{"attribute": attribute, "value": value} for attribute, value in new])
+        read.update(_read_codes(session, new))
+    pending = session.info.setdefault("xds_new_codes", {})
+    if not pending:
+        event.listen(session, "after_commit", functools.partial(_remember_codes, cache), once=True)
+        event.listen(session, "after_rollback", lambda s: s.info.pop("xds_new_codes", None), once=True)
+    pending.update(read)
+    found.update(read)
+    return found
+
+
+def _read_codes(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    found: dict[tuple[str, str], int] = {}
+    for chunk in chunked(keys, 400):
+        rows = session.execute(select(CodeRow.attribute, CodeRow.value, CodeRow.id)
+                               .where(tuple_(CodeRow.attribute, CodeRow.value).in_(chunk)))
+        found.update({(attribute, value): id_ for attribute, value, id_ in rows})
+    return found
+
+
+def _remember_codes(cache: dict[tuple[str, str], int], session: Session) -> None:
+    committed = session.info.pop("xds_new_codes", None)
+    if committed:
+        with _code_cache_lock:
+            cache.update(committed)
 
 
 def deprecate(session: Session, uuids: Iterable[str]) -> int:
@@ -183,6 +280,21 @@ def find_entries_by_uuid(session: Session, uuids: Iterable[str]) -> dict[str, Ob
         for row in _associations(session, AssociationRow.entry_uuid.in_(chunk)):
             found[row.entry_uuid] = row
     return found
+
+
+def hold_references(session: Session) -> None:
+    """Keep the objects a submission refers to from being deleted under it, until commit.
+
+    ITI-62 (xds.registry.remove) locks the association table against new rows while it checks
+    and deletes (SHARE ROW EXCLUSIVE). A submission that read an object and then added an
+    association to it after such a deletion committed would leave the association dangling; so
+    on PostgreSQL a submission that refers to existing objects takes the table's ROW EXCLUSIVE
+    lock before it reads them: submissions do not wait for each other, a deletion waits for
+    them, and they wait for it (and then find the object gone). SQLite's write lock already
+    orders the two.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE association IN ROW EXCLUSIVE MODE"))
 
 
 def lock_document_unique_ids(session: Session, unique_ids: Iterable[str]) -> None:
@@ -254,8 +366,13 @@ def _insert(session: Session, table: type[Base], rows: list[dict[str, Any]]) -> 
         session.execute(insert(table.__table__), rows)
 
 
-def _document_row(d: DocumentEntry, xml: str, submission_set: str | None) -> dict[str, Any]:
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _document_row(id_: int, d: DocumentEntry, xml: str, submission_set: str | None) -> dict[str, Any]:
     return {
+        "id": id_,
         "entry_uuid": d.id,
         # A first version (ITI TF-3 4.2.3.2.13, Metadata Update): logicalId = entryUUID.
         "logical_id": d.logical_id or d.id,
@@ -275,11 +392,13 @@ def _document_row(d: DocumentEntry, xml: str, submission_set: str | None) -> dic
         "home_community_id": d.home_community_id,
         "submission_set": submission_set,
         "xml": xml,
+        "xml_size": _utf8_size(xml),
     }
 
 
-def _submission_set_row(ss: SubmissionSet, xml: str) -> dict[str, Any]:
+def _submission_set_row(id_: int, ss: SubmissionSet, xml: str) -> dict[str, Any]:
     return {
+        "id": id_,
         "entry_uuid": ss.id,
         "unique_id": ss.unique_id,
         "source_id": ss.source_id,
@@ -288,11 +407,13 @@ def _submission_set_row(ss: SubmissionSet, xml: str) -> dict[str, Any]:
         "status": ss.status or APPROVED,
         "home_community_id": ss.home_community_id,
         "xml": xml,
+        "xml_size": _utf8_size(xml),
     }
 
 
-def _folder_row(f: Folder, xml: str) -> dict[str, Any]:
+def _folder_row(id_: int, f: Folder, xml: str) -> dict[str, Any]:
     return {
+        "id": id_,
         "entry_uuid": f.id,
         "unique_id": f.unique_id,
         "logical_id": f.logical_id or f.id,
@@ -303,6 +424,7 @@ def _folder_row(f: Folder, xml: str) -> dict[str, Any]:
         "status": f.status or APPROVED,
         "home_community_id": f.home_community_id,
         "xml": xml,
+        "xml_size": _utf8_size(xml),
     }
 
 
@@ -310,33 +432,37 @@ class _SideRows:
     """Side-table rows of one submission, without duplicates: a submitter may repeat an
     event code or an author person, and the side tables' primary keys would refuse it."""
 
-    def __init__(self) -> None:
-        self._codes: dict[tuple[str, str, str], None] = {}
-        self._authors: dict[tuple[str, str], None] = {}
-        self._reference_ids: dict[tuple[str, str], None] = {}
+    def __init__(self, ids: dict[str, int]) -> None:
+        self._ids = ids  # entryUUID -> object id
+        self._codes: dict[tuple[int, str, str], None] = {}
+        self._authors: dict[tuple[int, str], None] = {}
+        self._reference_ids: dict[tuple[int, str], None] = {}
 
     def codes(self, uuid: str, attribute: CodeAttribute, codes: Iterable[Code | None]) -> None:
         for code in codes:
             if code is not None:
-                self._codes[(uuid, attribute.value, code.key())] = None
+                self._codes[(self._ids[uuid], attribute.value, code.key())] = None
 
     def authors(self, uuid: str, authors: Iterable[Author]) -> None:
         for author in authors:
             if author.person:
-                self._authors[(uuid, author.person)] = None
+                self._authors[(self._ids[uuid], author.person)] = None
 
     def reference_ids(self, uuid: str, values: Iterable[str]) -> None:
         for value in values:
-            self._reference_ids[(uuid, value)] = None
+            self._reference_ids[(self._ids[uuid], value)] = None
 
-    def code_rows(self) -> list[dict[str, Any]]:
-        return [{"object_uuid": u, "attribute": a, "code": c} for u, a, c in self._codes]
+    def code_keys(self) -> set[tuple[str, str]]:
+        return {(a, c) for _, a, c in self._codes}
+
+    def code_rows(self, ids: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
+        return [{"object_id": o, "code_id": ids[(a, c)]} for o, a, c in self._codes]
 
     def author_rows(self) -> list[dict[str, Any]]:
-        return [{"object_uuid": u, "person": p} for u, p in self._authors]
+        return [{"object_id": o, "person": p} for o, p in self._authors]
 
     def reference_id_rows(self) -> list[dict[str, Any]]:
-        return [{"object_uuid": u, "value": v} for u, v in self._reference_ids]
+        return [{"object_id": o, "value": v} for o, v in self._reference_ids]
 
 
 def _documents(session: Session, where) -> list[ObjectRow]:

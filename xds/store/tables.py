@@ -7,10 +7,17 @@ The shape follows the ITI-18 stored queries. Each registry object is one row hol
 XML as stored (so LeafClass answers need no rebuilding) and, beside it, every value a stored
 query may filter on: single-valued parameters in indexed columns of the object's row,
 multi-valued ones (codes, author persons, reference ids) in side tables keyed by the object's
-entryUUID. A FindDocuments query then starts from the patient's entries through
+integer id. A FindDocuments query then starts from the patient's entries through
 `ix_document_entry_patient` and checks the other parameters entry by entry, each side-table
-check a single primary-key probe (`EXISTS (SELECT 1 FROM object_code c WHERE c.object_uuid =
-d.entry_uuid AND c.attribute = ... AND c.code IN (...))`).
+check a single primary-key probe (`EXISTS (SELECT 1 FROM object_code c WHERE c.object_id =
+d.id AND c.code_id IN (SELECT id FROM code WHERE attribute = ... AND value IN (...)))`).
+
+Why integer ids and a code dictionary (issue 14, measured at 1,000,000 entries): keyed by the
+45-character entryUUID and the `code^^^scheme` text, object_code was a third of PostgreSQL's
+bytes (3.5 of 10.2 GB), and every side-table row of a new submission went into its indexes at
+a random place. Object ids are given in increasing order (`xds.store.registry.next_object_ids`),
+so a submission's side rows are appended at the end of their primary keys, and a code is a
+small integer. The stored XML is compressed (`xds.store.stored_xml`).
 
 No ORM relationships and no foreign keys between object tables: rows are written with bulk
 inserts, and an association's source or target may be any object kind (or, for a Reference
@@ -22,11 +29,12 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, Boolean, DateTime, Index, Integer, LargeBinary, MetaData, SmallInteger, String,
-                        Text, UniqueConstraint, func, true)
+from sqlalchemy import (BigInteger, Boolean, DateTime, Index, Integer, LargeBinary, MetaData, Sequence, SmallInteger,
+                        String, Text, UniqueConstraint, func, true)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from xds import dtm
+from xds.store.stored_xml import StoredXml
 
 #: Column sizes. PostgreSQL enforces them, so they are generous: an OID is at most 64
 #: characters in XDS; a uniqueId may carry an extension (OID^ext); a CX patient id is
@@ -37,6 +45,11 @@ URN = 128  # status, objectType, association type
 PATIENT = 256
 TEXT_KEY = 512  # code^^^scheme, XCN, CXi
 DTM = dtm.LENGTH  # YYYYMMDDhhmmss, padded (xds.dtm)
+
+#: An object id (DocumentEntry, SubmissionSet, Folder: the key of their side-table rows). On
+#: SQLite it is the table's INTEGER PRIMARY KEY, its rowid: no index beside the table, and every
+#: other index of the table ends with it.
+ObjectId = BigInteger().with_variant(Integer, "sqlite")
 
 
 class CodeAttribute(str, enum.Enum):
@@ -68,7 +81,8 @@ class Base(DeclarativeBase):
 class DocumentEntryRow(Base):
     __tablename__ = "document_entry"
 
-    entry_uuid: Mapped[str] = mapped_column(String(UUID), primary_key=True)
+    id: Mapped[int] = mapped_column(ObjectId, primary_key=True, autoincrement=False)
+    entry_uuid: Mapped[str] = mapped_column(String(UUID), unique=True)
     #: Metadata Update (ITI-57) versions share a logicalId; the first version's is its entryUUID.
     logical_id: Mapped[str] = mapped_column(String(UUID))
     #: The versionName: "1", "2", ... (xds.registry.update numbers them).
@@ -94,15 +108,18 @@ class DocumentEntryRow(Base):
     #: entryUUID of the SubmissionSet that registered this entry.
     submission_set: Mapped[str | None] = mapped_column(String(UUID))
     #: The ebRIM ExtrinsicObject as stored; status is patched from the column when answering.
-    xml: Mapped[str] = mapped_column(Text)
+    xml: Mapped[str] = mapped_column(StoredXml)
+    #: Its size in UTF-8 bytes: what a LeafClass answer's byte limit counts (the column above
+    #: holds fewer bytes, compressed).
+    xml_size: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (
         # FindDocuments: patientId and availabilityStatus are required, objectType is an
         # (often defaulted) list; all three are equality/IN tests, so they lead the index.
         # creation_time (the commonest time parameter) then narrows by range within the
-        # index, and entry_uuid makes it covering for what follows: ObjectRef answers and
-        # the side-table probes need no visit to the wide row. Measured at 1,000,000 entries
-        # for a patient with 2,890 of them: FindDocuments by classCode + typeCode +
+        # index, and the id (on SQLite the rowid every index ends with) makes it covering for
+        # the side-table probes: they need no visit to the wide row. Measured at 1,000,000
+        # entries for a patient with 2,890 of them: FindDocuments by classCode + typeCode +
         # creationTime + authorPerson 6.6 -> 2.7 ms on SQLite, 8 -> 5.5 ms on PostgreSQL;
         # a patient with 10 entries takes 0.05 / 0.2 ms either way.
         Index(
@@ -111,7 +128,7 @@ class DocumentEntryRow(Base):
             "status",
             "object_type",
             "creation_time",
-            "entry_uuid",
+            postgresql_include=["id"],
         ),
         # One row per version: of two concurrent updates of one version, the database lets one
         # store its new version (the other gets an IntegrityError: XDSMetadataVersionError).
@@ -123,7 +140,8 @@ class DocumentEntryRow(Base):
 class SubmissionSetRow(Base):
     __tablename__ = "submission_set"
 
-    entry_uuid: Mapped[str] = mapped_column(String(UUID), primary_key=True)
+    id: Mapped[int] = mapped_column(ObjectId, primary_key=True, autoincrement=False)
+    entry_uuid: Mapped[str] = mapped_column(String(UUID), unique=True)
     #: Unique: the database, not a check before insert, decides which of two concurrent
     #: submissions of one SubmissionSet uniqueId wins (the other gets an IntegrityError).
     unique_id: Mapped[str] = mapped_column(String(OID), unique=True)
@@ -132,7 +150,8 @@ class SubmissionSetRow(Base):
     submission_time: Mapped[str | None] = mapped_column(String(DTM))
     status: Mapped[str] = mapped_column(String(URN))
     home_community_id: Mapped[str | None] = mapped_column(String(OID))
-    xml: Mapped[str] = mapped_column(Text)
+    xml: Mapped[str] = mapped_column(StoredXml)
+    xml_size: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_submission_set_patient", "patient_id", "status"),)
 
@@ -140,7 +159,8 @@ class SubmissionSetRow(Base):
 class FolderRow(Base):
     __tablename__ = "folder"
 
-    entry_uuid: Mapped[str] = mapped_column(String(UUID), primary_key=True)
+    id: Mapped[int] = mapped_column(ObjectId, primary_key=True, autoincrement=False)
+    entry_uuid: Mapped[str] = mapped_column(String(UUID), unique=True)
     #: Shared by the versions of one Folder (Metadata Update), and by nothing else: see the
     #: unique constraints below.
     unique_id: Mapped[str] = mapped_column(String(OID))
@@ -154,7 +174,8 @@ class FolderRow(Base):
     last_update_time: Mapped[str | None] = mapped_column(String(DTM))
     status: Mapped[str] = mapped_column(String(URN))
     home_community_id: Mapped[str | None] = mapped_column(String(OID))
-    xml: Mapped[str] = mapped_column(Text)
+    xml: Mapped[str] = mapped_column(StoredXml)
+    xml_size: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_folder_patient", "patient_id", "status"),
@@ -178,24 +199,39 @@ class AssociationRow(Base):
     #: HasMember from a SubmissionSet: Original or Reference.
     submission_set_status: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(URN))
-    xml: Mapped[str] = mapped_column(Text)
+    xml: Mapped[str] = mapped_column(StoredXml)
+    xml_size: Mapped[int] = mapped_column(Integer)
+
+
+class CodeRow(Base):
+    """The code dictionary: one row per coded value (`code^^^scheme`, the form query
+    parameters use) of one attribute. Rows are added, never changed or removed, so an id once
+    read stays true (xds.store.registry caches them)."""
+
+    __tablename__ = "code"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attribute: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(TEXT_KEY))
+
+    __table_args__ = (UniqueConstraint("attribute", "value"),)
 
 
 class ObjectCodeRow(Base):
-    """One coded value of an object, as `code^^^scheme` (the form query parameters use)."""
+    """One coded value of an object: its id and the code's."""
 
     __tablename__ = "object_code"
 
-    # The primary key, led by object_uuid, serves "does this entry have code X" probes from
-    # the object tables; a separate object_uuid index would duplicate it.
-    object_uuid: Mapped[str] = mapped_column(String(UUID), primary_key=True)
-    attribute: Mapped[str] = mapped_column(String(64), primary_key=True)
-    code: Mapped[str] = mapped_column(String(TEXT_KEY), primary_key=True)
+    # The primary key, led by object_id, serves "does this entry have code X" probes from the
+    # object tables. WITHOUT ROWID on SQLite: the primary key is the table, not an index beside it.
+    object_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    code_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
     __table_args__ = (
         # The other direction: "which objects have code X", when a code is rarer than the
         # patient's entries (or for queries without a patient).
-        Index("ix_object_code_code", "attribute", "code", "object_uuid"),
+        Index("ix_object_code_code_id", "code_id", "object_id"),
+        {"sqlite_with_rowid": False},
     )
 
 
@@ -208,8 +244,10 @@ class AuthorRow(Base):
 
     __tablename__ = "author"
 
-    object_uuid: Mapped[str] = mapped_column(String(UUID), primary_key=True)
+    object_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     person: Mapped[str] = mapped_column(String(TEXT_KEY), primary_key=True, index=True)
+
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
 
 class ReferenceIdRow(Base):
@@ -217,8 +255,10 @@ class ReferenceIdRow(Base):
 
     __tablename__ = "reference_id"
 
-    object_uuid: Mapped[str] = mapped_column(String(UUID), primary_key=True)
+    object_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     value: Mapped[str] = mapped_column(String(TEXT_KEY), primary_key=True, index=True)
+
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
 
 class PatientRow(Base):
@@ -234,6 +274,9 @@ class PatientRow(Base):
 
 
 metadata = Base.metadata
+
+#: PostgreSQL: where object ids come from (xds.store.registry.next_object_ids). SQLite needs none.
+OBJECT_IDS = Sequence("registry_object_id", metadata=metadata)
 
 
 # --- Audit Record Repository (ATNA, ITI-20) -------------------------------------------------
