@@ -357,9 +357,14 @@ def disk_use(database: str) -> dict:
     with engine.connect() as connection:
         documents = connection.execute(text("SELECT count(*) FROM document_entry")).scalar_one()
         if u.get_backend_name() == "sqlite":
+            # The pages in use: a file keeps the pages its tables freed (after a migration, the
+            # old tables') for later growth until a VACUUM gives them back.
+            pages, free, page_size = (connection.exec_driver_sql(f"PRAGMA {pragma}").scalar_one()
+                                      for pragma in ("page_count", "freelist_count", "page_size"))
             files = [Path(u.database), Path(u.database + "-wal")]
-            size = sum(f.stat().st_size for f in files if f.exists())
-            what = "SQLite file + WAL"
+            on_disk = sum(f.stat().st_size for f in files if f.exists())
+            size = (pages - free) * page_size
+            what = f"SQLite pages in use (file + WAL on disk: {on_disk / 1e9:.2f} GB)"
         else:
             size = connection.execute(text(
                 "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "

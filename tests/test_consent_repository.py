@@ -37,10 +37,13 @@ def idp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def registry(request, tmp_path_factory):
-    """`xds serve`: the registry and PIX Manager, holding the persons and their consent."""
+def registry(request, tmp_path_factory, idp):
+    """`xds serve`: the registry and PIX Manager, holding the persons and their consent. It reads
+    X-User Assertions: the repository's ITI-42 conveys its clients' (xds.repository.registration)."""
     running = start_server(request.param, tmp_path_factory.mktemp(f"registry-{request.param}"),
-                           patients=(SHARED, PRIVATE), extra_env={"XDS_AFFINITY_DOMAIN": DOMAIN})
+                           patients=(SHARED, PRIVATE), extra_env={
+                               "XDS_AFFINITY_DOMAIN": DOMAIN, "XDS_XUA_TRUSTED_CERTIFICATES": str(idp.certificate),
+                               "XDS_XUA_AUDIENCES": AUDIENCE})
     engine = db.make_engine(running.database_url)
     with db.write_session(engine) as session:
         store.change(session, SHARED, "grant", ConsentPolicy(enabled=True), at=dt.datetime.now(dt.UTC),

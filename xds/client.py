@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 from lxml import etree
@@ -29,11 +30,13 @@ def request_body(path: Path) -> etree._Element:
 
 
 def post_soap(url: str, body: etree._Element, action: str, timeout: float = 60,
-              context: ssl.SSLContext | None = None) -> etree._Element:
+              context: ssl.SSLContext | None = None, header_blocks: Iterable[etree._Element | bytes] = ()
+              ) -> etree._Element:
     """POST one SOAP 1.2 request; return the response body element (a fault raises ValueError).
     `context`: for an https URL, the TLS context (xds.security.tls.client_context: this node's
-    certificate, the network's CA); None: Python's default (system CAs, no certificate)."""
-    envelope = build_envelope(body, action, to=url)
+    certificate, the network's CA); None: Python's default (system CAs, no certificate).
+    `header_blocks`: after the WS-Addressing headers (build_envelope)."""
+    envelope = build_envelope(body, action, to=url, header_blocks=header_blocks)
     request = urllib.request.Request(
         url, data=envelope,
         headers={"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'},

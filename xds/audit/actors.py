@@ -25,7 +25,7 @@ from xds.ebrim.query_request import with_each_value
 from xds.ebrim.submission import ParsedSubmission
 from xds.errors import XdsError
 from xds.result import Result
-from xds.security.caller import CE, Caller, XUser
+from xds.security.caller import CE, Caller, XUser, acting_for
 from xds.soap import SoapRequest
 from xds.transactions import ITI_42, ITI_42_SENT, Transaction
 
@@ -165,16 +165,20 @@ def _endpoint_url(*parts: str | None) -> str:
 def audited_registration(register: Callable[[ParsedSubmission], list[XdsError]], trail: AuditTrail,
                          registry_url: str) -> Callable[[ParsedSubmission], list[XdsError]]:
     """`register`, recording each ITI-42 the repository sends to the registry at
-    `registry_url` (ITI TF-2b 3.42.7.1.1: the repository is the Document Source there)."""
+    `registry_url` (ITI TF-2b 3.42.7.1.1: the repository is the Document Source there). Sent on
+    behalf of a user whose X-User Assertion it conveys (xds.repository.registration), the record
+    names that user as human requestor, as XUA asks of an X-Service User (ITI TF-2 3.40.4.2)."""
     host = socket.gethostname()
 
     def audited(parsed: ParsedSubmission) -> list[XdsError]:
         errors = register(parsed)
         try:
             ss = parsed.submission.submission_set
+            sender = acting_for()
             ctx = events.TransactionContext(
                 action=ITI_42.action, client_address=host, endpoint_url=registry_url,
                 outcome=Result(errors).status, process_id=str(os.getpid()),
+                human_requestor=human_requestor(sender.user) if sender is not None and sender.assertion else None,
                 patient_id=(ss.patient_id or "") if ss else "",
                 submission_set_unique_id=(ss.unique_id or "") if ss else "")
             trail.record_transaction(ITI_42_SENT, ctx)

@@ -104,6 +104,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 
 from xds.model import AssociationType
 from xds.registry.stored_query import ObjectKind, StoredQuery
+from xds.store.stored_xml import utf8_size
 from xds.store.tables import (
     AssociationRow,
     AuthorRow,
@@ -799,13 +800,6 @@ class _Left:
             self.bytes -= size
 
 
-def _utf8_size(text: str | None) -> int:
-    """The bytes of `text` in UTF-8 (its length when ASCII, which CPython knows without a look)."""
-    if not text:
-        return 0
-    return len(text) if text.isascii() else len(text.encode())
-
-
 #: What is left of the limits, bound when a PostgreSQL LeafClass statement runs (_UNLIMITED: none).
 _LEFT_OBJECTS = bindparam("left_objects", type_=BigInteger)
 _LEFT_BYTES = bindparam("left_bytes", type_=BigInteger)
@@ -857,7 +851,7 @@ def _leaf_class_streamed(session: Session, kind: ObjectKind, where: ColumnElemen
     with session.execute(statement.execution_options(yield_per=_BATCH)) as result:
         for row in result:
             rows.append(Row(**row._asdict()))
-            left.take(1, _utf8_size(row.xml))
+            left.take(1, utf8_size(row.xml))
     return rows
 
 

@@ -20,6 +20,19 @@ gives it this node's certificate and the network's CA (xds.security.tls.client_c
 refuses the certificate, or one whose own certificate we do not trust, is a registry we cannot
 reach: XDSRegistryNotAvailable, with OpenSSL's reason.
 
+On the user's behalf (XUA, ITI TF-2b 3.40): when the ITI-41 being answered carried an X-User
+Assertion that this server verified, the ITI-42 to a remote registry carries that assertion in
+its wsse:Security header (mustUnderstand), so that the registry can apply its own xua_policy and
+record the same human requestor. The repository is then an X-Service User of the registry
+acting for that user, and it conveys what the identity provider signed, not a claim of its
+own: the verified bytes (Caller.assertion), unchanged. The registry verifies them again, with
+its own clock, trusted certificates and audiences; if it refuses them (an assertion that has
+expired meanwhile, one not addressed to it, a registry that does not read assertions and so
+does not understand the header), that is its SOAP fault, and the ITI-41 fails with
+XDSRegistryError naming it, nothing stored. Without a verified assertion nothing is added. The
+handler marks the work it does for a caller with xds.security.caller.on_behalf_of; the
+in-process registry needs no assertion: it is the same node, whose ITI-41 record names the user.
+
 Failures: a registry that cannot be reached (refused, timed out, DNS, HTTP 5xx without a SOAP
 answer) gives XDSRegistryNotAvailable; one that answers with a SOAP fault or something that is
 not a RegistryResponse gives XDSRegistryError naming what came back.
@@ -43,6 +56,8 @@ from xds.ebrim.submission import ParsedSubmission
 from xds.errors import XdsError
 from xds.rules import error
 from xds.security import tls
+from xds.security.caller import acting_for
+from xds.security.wssecurity import security_block
 from xds.transactions import ITI_42
 
 log = logging.getLogger("xds.repository")
@@ -93,9 +108,11 @@ class RemoteRegistry:
         return cls(settings.registry_url, context=tls.context_for(settings.registry_url, settings))
 
     def register(self, parsed: ParsedSubmission) -> list[XdsError]:
+        caller = acting_for()
+        security = [security_block(caller.assertion)] if caller is not None and caller.assertion else []
         try:
             body = client.post_soap(self.url, parsed.request, ITI_42.action, timeout=self.timeout,
-                                    context=self.context)
+                                    context=self.context, header_blocks=security)
         except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
             log.warning("registry %s not available: %s", self.url, reason)

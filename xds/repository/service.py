@@ -30,7 +30,7 @@ from xds.repository.remove import RemoveDocuments
 from xds.repository.retrieve import RetrieveDocumentSet
 from xds.result import Result
 from xds.security import dsg
-from xds.security.caller import Caller
+from xds.security.caller import Caller, on_behalf_of
 from xds.soap import SoapRequest
 
 log = logging.getLogger("xds.repository")
@@ -69,8 +69,10 @@ class DocumentRepository:
     def provide_and_register_document_set(self, request: SoapRequest, caller: Caller) -> Result:
         """ITI-41: the errors for the RegistryResponse, and the patient and submission set the
         request names. A SoapFault (an xop:Include to a part that is not there) goes to the
-        client as it is."""
-        return self.provide.provide_and_register(request.body, request.attachment)
+        client as it is. The registration is sent on the caller's behalf (with a remote registry,
+        the caller's verified X-User Assertion goes with it: xds.repository.registration)."""
+        with on_behalf_of(caller):
+            return self.provide.provide_and_register(request.body, request.attachment)
 
     def retrieve_document_set(self, request: SoapRequest, caller: Caller) -> Result:
         """ITI-43."""

@@ -5,14 +5,24 @@ A caller is known by its network address and, with mutual TLS, by the subject of
 certificate it authenticated with (ATNA node authentication). When the request carried an
 X-User Assertion that XUA verified (xds.security.xua), the person it names is the Caller's
 `user`: subject, organization, home community, roles, purposes of use and the patient the
-request is about, as the identity provider signed them. Configuration is to say which facility
-a certificate or an organization id stands for. An actor that needs to know who asks reads it
-here and nowhere else.
+request is about, as the identity provider signed them, and the assertion itself, as the bytes
+that were verified. Configuration is to say which facility a certificate or an organization id
+stands for. An actor that needs to know who asks reads it here and nowhere else.
+
+A request this server sends while it answers one (the repository's ITI-42 to a remote registry)
+is sent on the Caller's behalf: the handler says so with `on_behalf_of(caller)` around the work,
+and the sender asks `acting_for()`. The Caller is not passed down as an argument there because
+the code in between (the repository's Register callable) is the same for the in-process
+registry, which needs no Caller; a context variable is per thread and per request, so one
+request's user can never go out with another's (gthread workers answer several at once).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from xds.security.tls import peer_subject
 
@@ -73,6 +83,11 @@ class Caller:
     facility: str = ""
     #: The person of a verified X-User Assertion (xds.security.xua); None without one.
     user: XUser | None = None
+    #: That assertion: the saml2:Assertion element serialized on its own, the exact bytes whose
+    #: signature was verified; b"" without one. An actor acting on the user's behalf conveys
+    #: these bytes as they are (its exclusive C14N signature holds wherever they are embedded,
+    #: and no unverified element can take their place).
+    assertion: bytes = field(default=b"", repr=False)
 
     @classmethod
     def from_environ(cls, environ: dict) -> "Caller":
@@ -82,3 +97,22 @@ class Caller:
 
 #: A caller inside this server (the command line, an in-process registration).
 LOCAL = Caller(address="127.0.0.1")
+
+
+_ACTING_FOR: ContextVar[Caller | None] = ContextVar("xds_acting_for", default=None)
+
+
+@contextmanager
+def on_behalf_of(caller: Caller) -> Iterator[Caller]:
+    """While the block runs, what this server sends is sent on `caller`'s behalf."""
+    token = _ACTING_FOR.set(caller)
+    try:
+        yield caller
+    finally:
+        _ACTING_FOR.reset(token)
+
+
+def acting_for() -> Caller | None:
+    """The Caller on whose behalf the current request is being answered (on_behalf_of), or None
+    outside such a block (the command line, background work)."""
+    return _ACTING_FOR.get()

@@ -2,9 +2,10 @@
 the SAML 2.0 assertion it carries (OASIS SOAP Message Security 1.1 and its SAML Token Profile
 1.1), and the faults WS-Security 1.1 names for what is wrong with them.
 
-What belongs here: finding the one wsse:Security block and the one saml2:Assertion in it, and
-the fault an error becomes. What does not: whether an assertion is good (xds.security.xua) or
-anything of XDS. Nothing here trusts what it finds; it only says where it is.
+What belongs here: finding the one wsse:Security block and the one saml2:Assertion in it, the
+fault an error becomes, and the block this server writes to convey a user's assertion onwards.
+What does not: whether an assertion is good (xds.security.xua) or anything of XDS. Nothing here
+trusts what it finds; it only says where it is.
 
 Faults (WS-Security 1.1, section 12, table of "security errors"): SOAP 1.2 env:Sender with the
 wsse QName as env:Subcode, and the standard's fault string followed by what exactly was wrong.
@@ -82,3 +83,18 @@ def assertion_in(security: etree._Element) -> etree._Element | None:
         raise SecurityFault(INVALID_SECURITY, f"the wsse:Security header holds {len(assertions)} saml2:Assertion "
                                               "elements; send exactly one X-User Assertion")
     return assertions[0] if assertions else None
+
+
+def security_block(assertion: bytes) -> bytes:
+    """The wsse:Security header block that conveys `assertion` (a saml2:Assertion serialized on
+    its own, as Caller.assertion holds it) in a request this server sends on the user's behalf
+    (SAML Token Profile 1.1 section 3.4.1: the assertion a child of the block).
+
+    The assertion's bytes go in as they are, not parsed and appended: on a move lxml drops
+    namespace declarations it finds redundant, and a copy is only sure to be what the identity
+    provider signed if it is the same bytes. The block is marked mustUnderstand (SOAP 1.2 Part
+    1 5.2.3): a receiver that does not process WS-Security must refuse the request rather than
+    take it without its user. For build_envelope's header_blocks: every namespace it uses is
+    declared in it."""
+    return (b'<wsse:Security xmlns:wsse="' + WSSE.encode() + b'" xmlns:env="' + soap_ns.SOAP12.encode()
+            + b'" env:mustUnderstand="true">' + assertion + b"</wsse:Security>")

@@ -43,6 +43,8 @@ matters:
   6. The XUA attributes (ITI TF-2 3.40.4.1.2) are read into the Caller's user: subject-id,
      organization, organization-id, homeCommunityId, roles (Subject-Role option), purposes of
      use (PurposeOfUse option), resource-id (the patient). They inform; none is required.
+     The Caller also keeps the bytes that were verified (Caller.assertion): the repository
+     conveys them, unchanged, on its ITI-42 to a remote registry (xds.repository.registration).
 
 The cache. A client sends the same assertion with every request of a user's session, and steps
 3 to 6 cost about 0.8 ms of CPU (bench/xua.py), most of it signxml's. So what steps 3 to 6 read
@@ -395,6 +397,15 @@ class VerifiedAssertions:
 # -- the verifier: steps 3 to 6 --------------------------------------------------------------------
 
 
+def serialize(assertion: etree._Element) -> bytes:
+    """The assertion serialized alone, as it is verified: its in-scope namespace declarations
+    included (lxml writes those it inherits), its tail not. These bytes are the whole document
+    signxml sees, so no element around the assertion in the envelope can be the target of the
+    Reference; they are the cache's key; and they are what the Caller keeps to convey onwards
+    (Caller.assertion): a well-formed element on its own, embeddable anywhere."""
+    return etree.tostring(assertion, with_tail=False)
+
+
 @dataclass(frozen=True)
 class AssertionVerifier:
     """Verifies one X-User Assertion (the module's steps 3 to 6) and says who its user is.
@@ -413,20 +424,18 @@ class AssertionVerifier:
         object.__setattr__(self, "cache", VerifiedAssertions(self.cache_size))
 
     def verify(self, assertion: etree._Element, *, now: _dt.datetime, audiences: Iterable[str],
-               peer_certificate: bytes | None = None) -> XUser:
+               peer_certificate: bytes | None = None, serialized: bytes | None = None) -> XUser:
         """The user `assertion` names, or a SecurityFault saying what is wrong with it.
         `audiences`: those this endpoint answers to; `peer_certificate`: the TLS client
-        certificate (DER) for holder-of-key confirmation."""
-        return self._check(self.signed(assertion, now), now=now, audiences=audiences,
+        certificate (DER) for holder-of-key confirmation; `serialized`: serialize(assertion),
+        when the caller made it already (it keeps the bytes it had verified)."""
+        return self._check(self.signed(assertion, now, serialized), now=now, audiences=audiences,
                            peer_certificate=peer_certificate)
 
-    def signed(self, assertion: etree._Element, now: _dt.datetime) -> SignedAssertion:
+    def signed(self, assertion: etree._Element, now: _dt.datetime, serialized: bytes | None = None) -> SignedAssertion:
         """What the identity provider signed of `assertion`: from the cache when these exact
         bytes were verified before, else verified and read now (and kept)."""
-        # The assertion serialized alone (its in-scope namespace declarations included, its
-        # tail not) is the whole document signxml sees: no element around it in the envelope
-        # can be the target of the Reference. These bytes are also the cache's key.
-        data = etree.tostring(assertion, with_tail=False)
+        data = serialize(assertion) if serialized is None else serialized
         key = (assertion.get("ID") or "", hashlib.sha256(data).digest())
         found = self.cache.get(key, now)
         if found is None:
@@ -740,8 +749,9 @@ class XuaCheck:
             assertion = assertion_in(security) if security is not None else None
             if assertion is not None:
                 url = endpoint_url(request.environ)
+                verified = serialize(assertion)
                 user = self.verifier.verify(assertion, now=self.clock(), audiences=self.audiences or (url,),
-                                            peer_certificate=peer_certificate(request.environ))
+                                            peer_certificate=peer_certificate(request.environ), serialized=verified)
         except SecurityFault as fault:
             self._refused(transaction, request, caller, fault, presented=True, assertion=assertion)
             raise
@@ -752,7 +762,7 @@ class XuaCheck:
                                                     "a signed saml2:Assertion in a wsse:Security header")
             self._refused(transaction, request, caller, fault, presented=False)
             raise fault
-        return replace(caller, user=user)
+        return replace(caller, user=user, assertion=verified)
 
     def _refused(self, transaction: Transaction, request: SoapRequest, caller: Caller, fault: SecurityFault, *,
                  presented: bool, assertion: etree._Element | None = None) -> None:

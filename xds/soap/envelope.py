@@ -419,7 +419,7 @@ def build_envelope(
     message_id: str | None = None,
     *,
     relates_to: str | None = None,
-    header_blocks: Iterable[etree._Element] = (),
+    header_blocks: Iterable[etree._Element | bytes] = (),
 ) -> bytes:
     """A SOAP 1.2 envelope around `body`, with the WS-Addressing headers of a request or a
     reply: wsa:To (if given), wsa:Action, wsa:MessageID (a new urn:uuid unless given) and
@@ -435,7 +435,8 @@ def build_envelope(
 
     `body` may also be bytes: one well-formed element, UTF-8, no XML declaration, that declares
     every namespace it uses - a handler that writes its answer from stored XML fragments
-    (LeafClass query answers) saves parsing and serializing them again."""
+    (LeafClass query answers) saves parsing and serializing them again. A header block may be
+    bytes on the same terms (a signed assertion conveyed as it was verified)."""
     if isinstance(body, bytes):
         body_bytes = body
     elif isinstance(body, etree._Element):
@@ -450,7 +451,8 @@ def build_envelope(
     if relates_to:
         parts.append(_wsa("RelatesTo", relates_to))
     for block in header_blocks:
-        parts.append(etree.tostring(block, encoding="UTF-8", xml_declaration=False, with_tail=False))
+        parts.append(block if isinstance(block, bytes) else
+                     etree.tostring(block, encoding="UTF-8", xml_declaration=False, with_tail=False))
     parts.append(b"</env:Header><env:Body>")
     parts.append(body_bytes)
     parts.append(b"</env:Body></env:Envelope>")

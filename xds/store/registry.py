@@ -36,6 +36,7 @@ from xds.model import (
     SubmissionSet,
 )
 from xds.store.db import chunked
+from xds.store.stored_xml import utf8_size
 from xds.store.tables import (
     AssociationRow,
     AuthorRow,
@@ -130,7 +131,7 @@ def save_submission(session: Session, submission: Submission, xml: dict[str, str
                 "submission_set_status": a.submission_set_status,
                 "status": a.status or APPROVED,
                 "xml": xml[a.id],
-                "xml_size": _utf8_size(xml[a.id]),
+                "xml_size": utf8_size(xml[a.id]),
             }
             for a in submission.associations
         ],
@@ -366,10 +367,6 @@ def _insert(session: Session, table: type[Base], rows: list[dict[str, Any]]) -> 
         session.execute(insert(table.__table__), rows)
 
 
-def _utf8_size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode())
-
-
 def _document_row(id_: int, d: DocumentEntry, xml: str, submission_set: str | None) -> dict[str, Any]:
     return {
         "id": id_,
@@ -392,7 +389,7 @@ def _document_row(id_: int, d: DocumentEntry, xml: str, submission_set: str | No
         "home_community_id": d.home_community_id,
         "submission_set": submission_set,
         "xml": xml,
-        "xml_size": _utf8_size(xml),
+        "xml_size": utf8_size(xml),
     }
 
 
@@ -407,7 +404,7 @@ def _submission_set_row(id_: int, ss: SubmissionSet, xml: str) -> dict[str, Any]
         "status": ss.status or APPROVED,
         "home_community_id": ss.home_community_id,
         "xml": xml,
-        "xml_size": _utf8_size(xml),
+        "xml_size": utf8_size(xml),
     }
 
 
@@ -424,7 +421,7 @@ def _folder_row(id_: int, f: Folder, xml: str) -> dict[str, Any]:
         "status": f.status or APPROVED,
         "home_community_id": f.home_community_id,
         "xml": xml,
-        "xml_size": _utf8_size(xml),
+        "xml_size": utf8_size(xml),
     }
 
 

@@ -51,6 +51,14 @@ def _coders() -> tuple[zstandard.ZstdCompressor, dict[int, zstandard.ZstdDecompr
     return coders
 
 
+def utf8_size(text: str | None) -> int:
+    """The bytes of `text` in UTF-8 (its length when ASCII, which CPython knows without a look):
+    an object's `xml_size`, what LeafClass answer limits count."""
+    if not text:
+        return 0
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def compress(text: str) -> bytes:
     """`text` as it is stored: the version byte and the frame."""
     return bytes((CURRENT,)) + _coders()[0].compress(text.encode())

@@ -202,31 +202,26 @@ def _set_aside(table: str, indexes: list[str], constraints: list[str], suffix: s
     return old
 
 
-def _copy(source: str, target: str, transform: Callable[[dict], dict], order_by: str) -> int:
-    """Copy every row of `source` into `target` through `transform`, in batches of BATCH rows
-    read by key (`order_by`, unique), so memory stays flat whatever the size."""
+def _copy(source: str, target: str, transform: Callable[[dict], dict]) -> int:
+    """Copy every row of `source` into `target` through `transform`: read in the table's own
+    order as one streamed statement (a key-ordered read of a table larger than memory jumps
+    around the disk), written in batches of BATCH rows, so memory stays flat whatever the size.
+    Both databases let one connection write to a table while it reads another."""
     bind = op.get_bind()
     source_table = sa.Table(source, sa.MetaData(), autoload_with=bind)
     target_table = sa.Table(target, sa.MetaData(), autoload_with=bind)
-    key = source_table.c[order_by]
-    last = None
     copied = 0
-    while True:
-        statement = sa.select(source_table).order_by(key).limit(BATCH)
-        if last is not None:
-            statement = statement.where(key > last)
-        rows = [dict(row._mapping) for row in bind.execute(statement)]
-        if not rows:
-            return copied
-        last = rows[-1][order_by]
-        bind.execute(sa.insert(target_table), [transform(row) for row in rows])
-        copied += len(rows)
+    rows = bind.execute(sa.select(source_table).execution_options(yield_per=BATCH))
+    for batch in rows.partitions():
+        bind.execute(sa.insert(target_table), [transform(dict(row._mapping)) for row in batch])
+        copied += len(batch)
+    return copied
 
 
 def _compressed(row: dict) -> dict:
     text = row["xml"]
     row["xml"] = stored_xml.compress(text)
-    row["xml_size"] = len(text.encode())
+    row["xml_size"] = stored_xml.utf8_size(text)
     return row
 
 
@@ -241,8 +236,8 @@ def upgrade() -> None:
         def with_id(row: dict, counter=iter(range(next_id, 2**62))) -> dict:
             row["id"] = next(counter)
             return _compressed(row)
-        next_id += _copy(old[table], table, with_id, "entry_uuid")
-    _copy(old["association"], "association", _compressed, "entry_uuid")
+        next_id += _copy(old[table], table, with_id)
+    _copy(old["association"], "association", _compressed)
 
     objects = ("(SELECT id, entry_uuid FROM document_entry UNION ALL SELECT id, entry_uuid FROM submission_set"
                " UNION ALL SELECT id, entry_uuid FROM folder)")
@@ -290,7 +285,7 @@ def downgrade() -> None:
         row.pop("id", None)
         return row
     for table in new:
-        _copy(new[table], table, plain, "entry_uuid")
+        _copy(new[table], table, plain)
     objects = ("(SELECT id, entry_uuid FROM document_entry_0008 UNION ALL SELECT id, entry_uuid FROM submission_set_0008"
                " UNION ALL SELECT id, entry_uuid FROM folder_0008)")
     bind.execute(sa.text(
