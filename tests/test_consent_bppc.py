@@ -2,9 +2,11 @@
 (xds.consent.bppc, xds.consent.store.revoke): replaced by a registration (RPLC, ITI-42), made
 Deprecated by an update (ITI-57), deleted (ITI-62). Each leaves a record (action "revoke",
 source "bppc:<uniqueId>", the reason naming the transaction) whose consent is the person's
-record without that document's grants; what the document forbade stays. Through the registry's
-own steps (DocumentRegistry, UpdateDocumentSet.of, DeleteDocumentSet.of, as the server wires
-them), on SQLite and PostgreSQL."""
+record without that document's grants, each later change made again as it was asked; what the
+document forbade stays. Made Approved again (ITI-57), a deprecated one grants again (a record
+"reinstate"); a deleted one cannot come back. Through the registry's own steps
+(DocumentRegistry, UpdateDocumentSet.of, DeleteDocumentSet.of, as the server wires them), on
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -163,3 +165,112 @@ def test_what_a_document_forbade_stays_and_other_documents_change_nothing(regist
     letter = q.register(registry, s.document("letter", s.new_oid(), PATIENT), patient=PATIENT)
     update(registry, status_change(letter["letter"], APPROVED, DEPRECATED), patient=PATIENT)
     assert history(engine) == before
+
+
+# --- exact replay (the records keep what each change asked) --------------------------------------
+
+
+def test_a_later_grant_naming_again_what_a_revoked_document_granted_keeps_it(registry, engine):
+    registered = q.register(registry, consent_document("consent", TO_A), patient=PATIENT)
+    by_desk(engine, "grant", model="facility", facilities=[CLINIC_A, CLINIC_C])  # names A again, adds C
+    by_desk(engine, "hold")
+    by_desk(engine, "exclude", facilities=[CLINIC_B])
+    by_desk(engine, "release")
+    assert now_state(engine).facilities == (CLINIC_A, CLINIC_C)
+    update(registry, status_change(registered["consent"], APPROVED, DEPRECATED), patient=PATIENT)
+    revoked = history(engine)[-1]
+    assert revoked.action == "revoke"
+    # The desk's grant made again as asked: A is the desk's too (a replay by the difference the
+    # grant made, C alone, lost it).
+    assert (revoked.state.model, revoked.state.facilities, revoked.state.excluded, revoked.state.on_hold) == (
+        "facility", (CLINIC_A, CLINIC_C), (CLINIC_B,), False)
+    assert allowed(engine, CLINIC_A) and allowed(engine, CLINIC_C) and not allowed(engine, CLINIC_B)
+
+
+def test_each_record_keeps_what_its_change_asked(registry, engine):
+    by_desk(engine, "grant", model="facility", facilities=[f"urn:oid:{CLINIC_C}"], excluded=[CLINIC_B],
+            valid_to=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+    document = s.document("consent", s.new_oid(), PATIENT, format_code=BPPC, service_start="20260101",
+                          service_stop="20270101", events=[(TO_A, "1.2.392.100.9", "a policy of the network")])
+    registered = q.register(registry, document, patient=PATIENT)
+    update(registry, status_change(registered["consent"], APPROVED, DEPRECATED), patient=PATIENT)
+    desk, bppc, revoked = history(engine)
+    assert store.asked(desk) == {"action": "grant", "model": "facility", "facilities": [f"urn:oid:{CLINIC_C}"],
+                                 "excluded": [CLINIC_B], "valid_to": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)}
+    # A policy id's meaning is kept as it was when the document was registered (the setting may
+    # say otherwise later), with the document's effective time as the validity period.
+    assert store.asked(bppc) == {"action": "grant", "model": "facility", "facilities": [CLINIC_A],
+                                 "valid_from": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                                 "valid_to": dt.datetime(2027, 1, 1, tzinfo=dt.UTC)}
+    assert store.asked(revoked) == {"action": "revoke", "ended": "deprecated"}
+    assert revoked.state.facilities == (CLINIC_C,) and revoked.state.valid_to == dt.datetime(2030, 1, 1,
+                                                                                              tzinfo=dt.UTC)
+
+
+# --- made Approved again (ITI-57) --------------------------------------------------------------------
+
+
+def test_a_consent_document_approved_again_grants_again(registry, engine):
+    by_desk(engine, "grant", model="facility", facilities=[CLINIC_C])
+    registered = q.register(registry, consent_document("consent", TO_A), patient=PATIENT)
+    unique_id = registered.unique_ids["consent"]
+    update(registry, status_change(registered["consent"], APPROVED, DEPRECATED), patient=PATIENT)
+    by_desk(engine, "exclude", facilities=[CLINIC_B])  # recorded while the document was deprecated
+    assert not allowed(engine, CLINIC_A)
+    result = update(registry, status_change(registered["consent"], DEPRECATED, APPROVED), patient=PATIENT)
+    assert result.status.endswith(":Success"), [str(e) for e in result.errors]
+    again = history(engine)[-1]
+    assert (again.action, again.source, again.recorded_by) == ("reinstate", f"bppc:{unique_id}",
+                                                               "ITI-57 Update Document Set")
+    assert again.reason == (f"BPPC consent document {unique_id} approved again: status changed to Approved "
+                            "(ITI-57 Update Document Set)")
+    assert (again.state.facilities, again.state.excluded) == ((CLINIC_C, CLINIC_A), (CLINIC_B,))
+    assert allowed(engine, CLINIC_A) and allowed(engine, CLINIC_C) and not allowed(engine, CLINIC_B)
+
+    # Approving again what grants already writes nothing; deprecating it again revokes again.
+    with db.write_session(engine) as session:
+        hook(SETTINGS).approved(session, [registered["consent"]], "ITI-57 Update Document Set")
+    assert [r.action for r in history(engine)].count("reinstate") == 1
+    update(registry, status_change(registered["consent"], APPROVED, DEPRECATED), patient=PATIENT)
+    assert [r.action for r in history(engine)][-1] == "revoke" and not allowed(engine, CLINIC_A)
+
+
+def test_what_came_after_a_document_applies_to_it_when_approved_again(registry, engine):
+    """Approved again, a document grants in its place among the changes, not as a new grant:
+    a withdrawal recorded after it stays (while it was deprecated or before)."""
+    registered = q.register(registry, consent_document("consent", BLANKET), patient=PATIENT)
+    update(registry, status_change(registered["consent"], APPROVED, DEPRECATED), patient=PATIENT)
+    by_desk(engine, "withdraw")
+    update(registry, status_change(registered["consent"], DEPRECATED, APPROVED), patient=PATIENT)
+    again = history(engine)[-1]
+    assert again.action == "reinstate" and again.state.model == "blanket" and again.state.withdrawn_at is not None
+    assert not allowed(engine, CLINIC_A)
+
+
+def test_a_replaced_consent_document_approved_again_grants_again(registry, engine):
+    first = q.register(registry, consent_document("consent", TO_A), patient=PATIENT)
+    q.register(registry, consent_document("consent2", TO_C), s.association("rplc", "RPLC", "consent2",
+                                                                           first["consent"]), patient=PATIENT)
+    assert not allowed(engine, CLINIC_A)
+    update(registry, status_change(first["consent"], DEPRECATED, APPROVED), patient=PATIENT)
+    assert history(engine)[-1].action == "reinstate"
+    assert allowed(engine, CLINIC_A) and allowed(engine, CLINIC_C)
+
+
+def test_only_a_consent_document_that_was_revoked_by_deprecation_grants_again(registry, engine):
+    letter = q.register(registry, s.document("letter", s.new_oid(), PATIENT), patient=PATIENT)
+    update(registry, status_change(letter["letter"], APPROVED, DEPRECATED), patient=PATIENT)
+    update(registry, status_change(letter["letter"], DEPRECATED, APPROVED), patient=PATIENT)
+    assert history(engine) == []  # not a consent document: nothing recorded
+
+    registered = q.register(registry, consent_document("consent", TO_A), patient=PATIENT)
+    delete_submission(registry, registered, "consent")
+    before = history(engine)
+    assert before[-1].action == "revoke" and store.asked(before[-1])["ended"] == "deleted"
+    # A deleted document is gone from the registry (ITI-57 cannot name it); its records say it
+    # cannot come back either.
+    with db.write_session(engine) as session:
+        person = store.persons_of(session, [PATIENT])[PATIENT]
+        assert store.reinstate(session, person, PATIENT, before[-1].source, POLICY, at=dt.datetime.now(dt.UTC),
+                               recorded_by="test", reason="") is None
+    assert history(engine) == before and not allowed(engine, CLINIC_A)

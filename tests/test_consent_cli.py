@@ -57,6 +57,7 @@ def test_each_change_prints_the_consent_it_left_and_show_prints_the_history(xds)
     assert [h["action"] for h in history] == ["grant", "grant", "grant", "exclude", "hold", "release", "withdraw"]
     assert history[0]["by"] == "受付 佐藤" and history[1]["patient"] == hospital_id
     assert history[-1]["withdrawn_at"] and all(h["source"] == "cli" for h in history)
+    assert history[2]["asked"] == {"action": "grant", "model": "facility", "facilities": [f"urn:oid:{CLINIC_B}"]}
 
 
 def test_a_grant_with_a_period_and_person_consent(xds):

@@ -24,10 +24,15 @@ the reason naming the transaction and, for a replacement, the document replacing
 consent is the person's record without that document's grants (xds.consent.store.revoke), in
 the transaction that deprecates or deletes it. A replacement is revoked before the documents of
 its own submission are applied, so a new consent document replacing an old one leaves the new
-one's consent. The registry calls this hook after storing a registration (`__call__`), and
-its update and removal steps call `deprecated` and `removed` (xds.registry.update,
-xds.registry.remove). A new version of a consent document's metadata (ITI-57) keeps its
-uniqueId and its status: the document still stands, and so does its consent.
+one's consent. A deprecated consent document whose status ITI-57 changes back to Approved
+(ITI TF-2b 3.57.4.1.3.3.2: Deprecated to Approved) grants again: a record (action "reinstate",
+its source, the reason naming the transaction) whose consent is the record replayed with its
+grants in their place, what came after them applying to them (xds.consent.store.reinstate); a
+deleted one is gone (its uniqueId registered again is a new document). The registry calls this
+hook after storing a registration (`__call__`), and its update and removal steps call
+`deprecated`, `approved` and `removed` (xds.registry.update, xds.registry.remove). A new version
+of a consent document's metadata (ITI-57) keeps its uniqueId and its status: the document still
+stands, and so does its consent.
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ class BppcConsents:
                         f"{new_ids.get(a.source) or a.source} of submission set {ss.unique_id if ss else '?'} "
                         "(ITI-42 Register Document Set-b)")
 
-            self._revoke(session, list(replaced), fallback or "Document Registry", why)
+            self._revoke(session, list(replaced), fallback or "Document Registry", why, store.DEPRECATED)
         for entry in submission.documents:
             if entry.format_code is None or entry.format_code.code not in BPPC_FORMATS or not entry.patient_id:
                 continue
@@ -115,16 +120,35 @@ class BppcConsents:
     def deprecated(self, session: Session, entry_uuids: list[str], transaction: str) -> None:
         """The DocumentEntries `entry_uuids` were made Deprecated by `transaction` (ITI-57)."""
         self._revoke(session, entry_uuids, transaction, lambda _: f"deprecated: status changed to Deprecated "
-                                                                  f"({transaction})")
+                                                                  f"({transaction})", store.DEPRECATED)
+
+    def approved(self, session: Session, entry_uuids: list[str], transaction: str) -> None:
+        """The DocumentEntries `entry_uuids` were made Approved (again) by `transaction` (ITI-57)."""
+        self._each(session, entry_uuids, lambda person, row, now: store.reinstate(
+            session, person, row.patient_id, f"bppc:{row.unique_id}", self.policy, at=now, recorded_by=transaction,
+            reason=f"BPPC consent document {row.unique_id} approved again: status changed to Approved "
+                   f"({transaction})"), "grants consent again")
 
     def removed(self, session: Session, entry_uuids: list[str], transaction: str) -> None:
         """The registry objects `entry_uuids` are being deleted by `transaction` (ITI-62): called
         before their rows go."""
-        self._revoke(session, entry_uuids, transaction, lambda _: f"deleted ({transaction})")
+        self._revoke(session, entry_uuids, transaction, lambda _: f"deleted ({transaction})", store.DELETED)
 
-    def _revoke(self, session: Session, entry_uuids: list[str], recorded_by: str, why: Callable[[str], str]) -> None:
+    def _revoke(self, session: Session, entry_uuids: list[str], recorded_by: str, why: Callable[[str], str],
+                ended: str) -> None:
         """Revoke the consent of those of `entry_uuids` that are documents whose registration
-        recorded consent (store.revoke: nothing for the others)."""
+        recorded consent (store.revoke: nothing for the others), the document `ended` as
+        store.DEPRECATED or store.DELETED."""
+        self._each(session, entry_uuids, lambda person, row, now: store.revoke(
+            session, person, row.patient_id, f"bppc:{row.unique_id}", self.policy, at=now, recorded_by=recorded_by,
+            reason=f"BPPC consent document {row.unique_id} {why(row.entry_uuid)}", ended=ended),
+            "no longer grants consent")
+
+    def _each(self, session: Session, entry_uuids: list[str],
+              write: Callable[[int, registry_store.ObjectRow, datetime], store.ConsentRecord | None],
+              what: str) -> None:
+        """`write` for each of `entry_uuids` that is a DocumentEntry of a patient the PIX Manager
+        knows (its person, its row, now); `what` it did, logged when it wrote a record."""
         entries = [row for row in registry_store.find_entries_by_uuid(session, entry_uuids).values()
                    if row.kind == "DocumentEntry" and row.unique_id and row.patient_id]
         if not entries:
@@ -135,11 +159,9 @@ class BppcConsents:
             person = persons.get(row.patient_id)
             if person is None:
                 continue
-            written = store.revoke(session, person, row.patient_id, f"bppc:{row.unique_id}", self.policy, at=now,
-                                   recorded_by=recorded_by,
-                                   reason=f"BPPC consent document {row.unique_id} {why(row.entry_uuid)}")
+            written = write(person, row, now)
             if written is not None:
-                log.info("BPPC document %s no longer grants consent: %s; now %s", row.unique_id, written.reason,
+                log.info("BPPC document %s %s: %s; now %s", row.unique_id, what, written.reason,
                          written.state.describe())
 
 

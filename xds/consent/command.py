@@ -204,7 +204,9 @@ def _show(args, settings: config.Settings) -> int:
              "valid_from": r.state.valid_from.isoformat() if r.state.valid_from else None,
              "valid_to": r.state.valid_to.isoformat() if r.state.valid_to else None,
              "on_hold": r.state.on_hold,
-             "withdrawn_at": r.state.withdrawn_at.isoformat() if r.state.withdrawn_at else None}
+             "withdrawn_at": r.state.withdrawn_at.isoformat() if r.state.withdrawn_at else None,
+             # what the change asked (None for records written before migration 0009)
+             "asked": json.loads(r.arguments) if r.arguments is not None else None}
             for r in records]}, ensure_ascii=False, indent=1))
         return 0
     print(f"person {person}: {', '.join(ids)}")

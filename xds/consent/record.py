@@ -37,10 +37,11 @@ from xds.consent.policy import BLANKET, FACILITY, IMPLIED, MODELS, PERSON, facil
 NONE = "none"
 GRANT, EXCLUDE, HOLD, RELEASE, WITHDRAW = "grant", "exclude", "hold", "release", "withdraw"
 ACTIONS = (GRANT, EXCLUDE, HOLD, RELEASE, WITHDRAW)
-#: Not a change anyone asks for: the record of a BPPC document that no longer grants
-#: (deprecated or deleted), whose consent is the record without that document's grants
-#: (xds.consent.store.revoke).
-REVOKE = "revoke"
+#: Not changes anyone asks for: the record of a BPPC document that no longer grants
+#: (deprecated or deleted), whose consent is the record replayed without that document's grants
+#: (xds.consent.store.revoke); and of a deprecated one made Approved again, replayed with them
+#: (xds.consent.store.reinstate).
+REVOKE, REINSTATE = "revoke", "reinstate"
 
 
 class ConsentError(ValueError):

@@ -7,17 +7,19 @@
     in_domain(session, root, might_allow)               -> the consents of a domain's ids, in batches
     history(session, person id)                         -> every record, oldest first
     change(session, "P1^^^&1.2.3&ISO", "grant", policy, model="blanket", ...)
-    revoke(session, person id, "P1^^^&1.2.3&ISO", "bppc:<uniqueId>", policy, ...)   -> a record, or None
+    revoke(session, person id, "P1^^^&1.2.3&ISO", "bppc:<uniqueId>", policy, ended=...)  -> a record, or None
+    reinstate(session, person id, "P1^^^&1.2.3&ISO", "bppc:<uniqueId>", policy, ...)     -> a record, or None
 
 What belongs here: reading and writing the rows, and the one place a change is made (`change`:
 the person's latest consent, the change applied to it, a new row). What does not: what a
 consent allows (xds.consent.decision) and the rules of each change (xds.consent.record).
 
 A row is never updated or deleted: each change is a new row holding the whole consent it left,
-with who recorded it, when, why and from which source; the latest row of a person (the highest
-id) is its consent now. Two changes of one person are serialised (the person's advisory lock on
-PostgreSQL, the write lock on SQLite: callers use a write session), so that neither is built
-on a consent the other has replaced.
+with who recorded it, when, why and from which source, and what it asked (`arguments`, JSON:
+the action and the values `apply` took), so that a replay (revoke, reinstate) makes it again
+exactly; the latest row of a person (the highest id) is its consent now. Two changes of one
+person are serialised (the person's advisory lock on PostgreSQL, the write lock on SQLite:
+callers use a write session), so that neither is built on a consent the other has replaced.
 
 Reading is one statement for the ids of a query: each id's person (identity_patient, by
 (root, extension)) and that person's latest row (ix_consent_record_person), joined.
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select
@@ -68,6 +70,9 @@ class ConsentRecord:
     recorded_by: str
     reason: str
     source: str
+    #: What the change asked, JSON text (`_asked`); None for a record written before migration
+    #: 0009, which a replay makes again by the difference it made (`_again`).
+    arguments: str | None = None
 
 
 def aware(moment: datetime | None) -> datetime | None:
@@ -90,7 +95,7 @@ def _record(row) -> ConsentRecord:
     m = row._mapping
     state = _state(m)
     return ConsentRecord(m["id"], m["person_id"], m["patient_id"], m["action"], state, aware(m["recorded_at"]),
-                         m["recorded_by"], m["reason"], m["source"])
+                         m["recorded_by"], m["reason"], m["source"], m["arguments"])
 
 
 def consents_of(session: Session, patient_ids: Iterable[str]) -> dict[str, tuple[int | None, ConsentState | None]]:
@@ -182,16 +187,53 @@ def history(session: Session, person_id: int) -> list[ConsentRecord]:
 
 
 def append(session: Session, person_id: int, patient_id: str, action: str, state: ConsentState, *, at: datetime,
-           recorded_by: str, reason: str, source: str) -> ConsentRecord:
-    """A new record: `state` is the person's consent from now on."""
+           recorded_by: str, reason: str, source: str, arguments: str) -> ConsentRecord:
+    """A new record: `state` is the person's consent from now on, `arguments` what was asked."""
     values = dict(person_id=person_id, patient_id=patient_id, action=action, model=state.model,
                   facilities=json.dumps(list(state.facilities)), excluded=json.dumps(list(state.excluded)),
                   individuals=json.dumps(list(state.individuals)), valid_from=state.valid_from,
                   valid_to=state.valid_to, on_hold=state.on_hold, withdrawn_at=state.withdrawn_at,
-                  recorded_at=at, recorded_by=recorded_by[:512], reason=reason[:1024], source=source[:512])
+                  recorded_at=at, recorded_by=recorded_by[:512], reason=reason[:1024], source=source[:512],
+                  arguments=arguments)
     new_id = session.execute(insert(R).values(**values).returning(R.c.id)).scalar_one()
     return ConsentRecord(new_id, person_id, patient_id, action, state, at, values["recorded_by"],
-                         values["reason"], values["source"])
+                         values["reason"], values["source"], arguments)
+
+
+#: The values of a change (`apply`'s keywords) a record keeps, and those that are times.
+_VALUES = ("model", "facilities", "individuals", "excluded", "valid_from", "valid_to")
+_TIMES = ("valid_from", "valid_to")
+
+
+def _asked(action: str, values: dict) -> str:
+    """What `change` was asked, as a record keeps it: the action and `apply`'s values, a BPPC
+    policy's meaning spelled out (the setting may name other facilities tomorrow: the record
+    keeps what the document meant when it was registered), times in ISO 8601, empty values
+    left out."""
+    values = dict(values)
+    meaning = values.pop("meaning", None)
+    if meaning is not None:
+        values.update(model=meaning.model, facilities=meaning.facilities, individuals=meaning.individuals)
+    asked: dict = {"action": action}
+    for key in _VALUES:
+        value = values.get(key)
+        if value is None or value == "" or (not isinstance(value, (str, datetime)) and not list(value)):
+            continue
+        asked[key] = value.isoformat() if isinstance(value, datetime) else value if isinstance(value, str) \
+            else list(value)
+    return json.dumps(asked, ensure_ascii=False)
+
+
+def asked(row: ConsentRecord) -> dict | None:
+    """What `row`'s change asked (`_asked`, times read back), None for a record written before
+    migration 0009."""
+    if row.arguments is None:
+        return None
+    values = json.loads(row.arguments)
+    for key in _TIMES:
+        if values.get(key):
+            values[key] = aware(datetime.fromisoformat(values[key]))
+    return values
 
 
 def starting(policy: ConsentPolicy) -> ConsentState:
@@ -233,47 +275,141 @@ def change(session: Session, patient_id: str, action: str, policy: ConsentPolicy
     current = latest(session, [person_id]).get(person_id)
     state = apply(current.state if current else starting(policy), action, at, **values)
     return append(session, person_id, patient_id, action, state, at=at, recorded_by=recorded_by, reason=reason,
-                  source=source)
+                  source=source, arguments=_asked(action, values))
+
+
+#: How a BPPC consent document stopped granting (a revocation's `arguments`): deprecated (by a
+#: replacement or ITI-57; ITI-57 may make it Approved again) or deleted (ITI-62: it is gone).
+DEPRECATED, DELETED = "deprecated", "deleted"
 
 
 def revoke(session: Session, person_id: int, patient_id: str, source: str, policy: ConsentPolicy, *,
-           at: datetime, recorded_by: str, reason: str) -> ConsentRecord | None:
-    """The grants recorded from `source` (a BPPC document: "bppc:<uniqueId>") no longer hold:
-    a new record (action revoke, that source, `reason`) whose consent is the person's record
-    replayed without them, nor those of any source revoked before. None when the source
-    granted nothing or was revoked already. Use a write session.
+           at: datetime, recorded_by: str, reason: str, ended: str = DEPRECATED) -> ConsentRecord | None:
+    """The grants recorded from `source` (a BPPC document: "bppc:<uniqueId>") no longer hold, the
+    document being `ended` (DEPRECATED or DELETED): a new record (action revoke, that source,
+    `reason`) whose consent is the person's record replayed without them, nor those of any
+    other source that no longer grants (`_replayed`). None when the source granted nothing or
+    was revoked already (a deprecated document deleted after). Use a write session.
 
     What is taken back is what the document allowed, never what it forbade: its exclusions,
     holds and withdrawals stay until a later grant lifts them, so a deleted opt-out never
-    reopens a record by itself. The replay starts at the state before the first grant taken
-    back and applies each later change again as the difference it made (`_again`), so a later
-    withdrawal, hold or exclusion stays, and a later grant still grants what it added."""
+    reopens a record by itself."""
     identity_store.lock(session, [f"consent:{person_id}"])
     rows = history(session, person_id)
-    revoked = {row.source for row in rows if row.action == record.REVOKE}
-    if source in revoked:
+    registrations = _registrations(rows)
+    this = registrations.get(source)
+    if this is None or this.ended or not this.grants:
         return None
-    revoked.add(source)
-    dropped = {index for index, row in enumerate(rows) if row.action == record.GRANT and row.source in revoked}
-    if not any(rows[index].source == source for index in dropped):
+    this.ended = ended
+    return append(session, person_id, patient_id, record.REVOKE, _replayed(rows, registrations, source, policy),
+                  at=at, recorded_by=recorded_by, reason=reason, source=source,
+                  arguments=json.dumps({"action": record.REVOKE, "ended": ended}))
+
+
+def reinstate(session: Session, person_id: int, patient_id: str, source: str, policy: ConsentPolicy, *,
+              at: datetime, recorded_by: str, reason: str) -> ConsentRecord | None:
+    """The grants recorded from `source`, revoked when its document was deprecated, hold again
+    (the document is Approved again, ITI-57): a new record (action reinstate, that source,
+    `reason`) whose consent is the person's record replayed with them, in their place among the
+    changes: what came after them still applies to them (a later withdrawal stays), as if the
+    document had never been deprecated. None when the source is not revoked, or was deleted
+    (a deleted document cannot come back). Use a write session."""
+    identity_store.lock(session, [f"consent:{person_id}"])
+    rows = history(session, person_id)
+    registrations = _registrations(rows)
+    this = registrations.get(source)
+    if this is None or this.ended != DEPRECATED:
         return None
-    start = min(dropped)
+    this.ended = ""
+    return append(session, person_id, patient_id, record.REINSTATE, _replayed(rows, registrations, source, policy),
+                  at=at, recorded_by=recorded_by, reason=reason, source=source,
+                  arguments=json.dumps({"action": record.REINSTATE}))
+
+
+@dataclass
+class _Registration:
+    """A source's grants since it last began granting, and whether they hold: "" (they do),
+    DEPRECATED or DELETED (revoked)."""
+
+    grants: list[int]
+    ended: str = ""
+    #: The grants of its earlier registrations (a document deleted, then its uniqueId registered
+    #: again): never again.
+    gone: list[int] = field(default_factory=list)
+
+
+def _registrations(rows: list[ConsentRecord]) -> dict[str, _Registration]:
+    """Each source of a person's `rows` (the history, oldest first) -> its grants and whether
+    they hold now, read from the revocations and reinstatements in the history."""
+    found: dict[str, _Registration] = {}
+    for index, row in enumerate(rows):
+        this = found.get(row.source)
+        if row.action == record.GRANT:
+            if this is None:
+                this = found[row.source] = _Registration([])
+            elif this.ended:
+                # A grant from a source that ended: its uniqueId registered again, which the
+                # registry accepts only once the document that had it is deleted. That one's
+                # grants are gone for good; the new document's hold.
+                found[row.source] = this = _Registration([], gone=this.gone + this.grants)
+            this.grants.append(index)
+        elif row.action == record.REVOKE and this is not None:
+            this.ended = _ending(row)
+        elif row.action == record.REINSTATE and this is not None:
+            this.ended = ""
+    return found
+
+
+def _ending(row: ConsentRecord) -> str:
+    """How the document of a revocation ended. A record written before migration 0009 keeps
+    it only in its reason (xds.consent.bppc wrote "... deprecated: ..." or "... deleted (...)");
+    any other counts as deleted, so that it never grants again (the safe side)."""
+    values = asked(row)
+    if values is not None:
+        return values.get("ended", DELETED)
+    return DEPRECATED if " deprecated: " in row.reason else DELETED
+
+
+def _replayed(rows: list[ConsentRecord], registrations: dict[str, _Registration], source: str,
+              policy: ConsentPolicy) -> ConsentState:
+    """The person's consent replayed from its history, without the grants that no longer hold
+    (`registrations`, which `source`'s change has updated).
+
+    The replay starts at the state before the first grant of a source ever revoked (or
+    `source`): every record before it was made on the records before it alone, never on a
+    replay, so it is exact. From there each change is made again on the replayed state: as it
+    was asked (`arguments`), or, for a record written before migration 0009 (which keeps only
+    the state it left), by the difference it made (`_again`). Revocations and reinstatements
+    are no changes: they are what the registrations say."""
+    dropped = {index for r in registrations.values() for index in (r.gone + r.grants if r.ended else r.gone)}
+    revoked = {row.source for row in rows if row.action == record.REVOKE} | {source}
+    start = min((index for r in revoked if r in registrations
+                 for index in registrations[r].gone + registrations[r].grants), default=len(rows))
     state = rows[start - 1].state if start else starting(policy)
     for index in range(start, len(rows)):
         row = rows[index]
-        if index in dropped or row.action == record.REVOKE:
+        if index in dropped or row.action in (record.REVOKE, record.REINSTATE):
             continue
-        state = _again(state, rows[index - 1].state if index else starting(policy), row)
-    return append(session, person_id, patient_id, record.REVOKE, state, at=at, recorded_by=recorded_by,
-                  reason=reason, source=source)
+        values = asked(row)
+        if values is None:
+            state = _again(state, rows[index - 1].state if index else starting(policy), row)
+            continue
+        action = values.pop("action")
+        try:
+            state = apply(state, action, row.recorded_at, **values)
+        except ConsentError:
+            pass  # cannot happen (a change fails by its own values alone), but a replay must not fail
+    return state
 
 
 def _again(base: ConsentState, before: ConsentState, row: ConsentRecord) -> ConsentState:
-    """`row`'s change made again on `base`: a change is known by the state before it and the
-    state it left (the records keep no more), which for a grant to a model other than the one
-    in force, a blanket or implied grant, hold, release and withdrawal is the change itself; a
-    grant adding to the facilities or individuals in force, and an exclusion, add what they
-    added (one that named only what was there already adds nothing)."""
+    """`row`'s change (a record written before migration 0009, which keeps no arguments) made
+    again on `base`: a change is known by the state before it and the state it left, which for
+    a grant to a model other than the one in force, a blanket or implied grant, hold, release
+    and withdrawal is the change itself; a grant adding to the facilities or individuals in
+    force, and an exclusion, add what they added (one that named only what was there already
+    adds nothing: a facility a revoked grant had given and this one named again is lost, the
+    safe side)."""
     after = row.state
     if row.action == record.GRANT:
         adding = before.model == after.model and before.withdrawn_at is None and after.model not in (BLANKET, IMPLIED)

@@ -475,10 +475,14 @@ class UpdateDocumentSet:
                     touched_folders |= self._new_version(session, parsed, v, current, now)
         for a in ops.statuses:
             self._change_status(session, a)
-        # A BPPC consent document made Deprecated no longer grants its consent (xds.consent.bppc).
+        # A BPPC consent document made Deprecated no longer grants its consent; made Approved
+        # again, it grants again (xds.consent.bppc).
         if (revoke := getattr(self.registry.after_store, "deprecated", None)) is not None:
             revoke(session, [a.target for a in ops.statuses if (slot_values(a, NEW_STATUS) or [""])[0].strip()
                              == DEPRECATED], "ITI-57 Update Document Set")
+        if (reinstate := getattr(self.registry.after_store, "approved", None)) is not None:
+            reinstate(session, [a.target for a in ops.statuses if (slot_values(a, NEW_STATUS) or [""])[0].strip()
+                                == APPROVED], "ITI-57 Update Document Set")
         for a, _link in ops.associations:
             if a.type == HAS_MEMBER:
                 touched_folders.add(a.source)

@@ -561,7 +561,8 @@ class ConsentRecordRow(Base):
     person_id: Mapped[int] = mapped_column(BigInteger)
     #: The local id the change was recorded for (the command's PATIENT, a BPPC document's patient).
     patient_id: Mapped[str] = mapped_column(String(PATIENT))
-    #: What was done: "grant", "exclude", "hold", "release", "withdraw".
+    #: What was done: "grant", "exclude", "hold", "release", "withdraw"; "revoke" and
+    #: "reinstate" (a BPPC document's grants taken back, given back).
     action: Mapped[str] = mapped_column(String(16))
     #: The model in force after it: "blanket", "facility", "person", "implied".
     model: Mapped[str] = mapped_column(String(16))
@@ -581,6 +582,10 @@ class ConsentRecordRow(Base):
     reason: Mapped[str] = mapped_column(String(1024))
     #: "cli", or "bppc:<the consent document's uniqueId>".
     source: Mapped[str] = mapped_column(String(TEXT_KEY))
+    #: What the change asked, JSON text (action, model, facilities, excluded, individuals,
+    #: valid_from/to; a revocation's ending), so that a replay makes it again exactly; NULL for
+    #: records written before migration 0009 (replayed by the difference each made).
+    arguments: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         # "The latest record of each of these persons": one probe of the index per person.
