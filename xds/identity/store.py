@@ -18,7 +18,6 @@ must use a write session (db.write_session) there, as for every write.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,10 +42,7 @@ _candidate: Table = IdentityCandidateRow.__table__  # type: ignore[assignment]
 
 # --- locks ------------------------------------------------------------------------------
 
-def lock_key(value: str) -> int:
-    """A signed 64-bit advisory lock key for `value` (a collision only serialises more)."""
-    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "big", signed=True)
-
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '|' || :value, 0))")
 
 def lock_values(record: PatientRecord | None = None, ids: Iterable[Identifier] = (),
                 birth_dates: Iterable[str | None] = ()) -> set[str]:
@@ -65,8 +61,11 @@ def lock(session: Session, values: Iterable[str]) -> None:
     SQLite, where a write transaction holds the whole database."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    for key in sorted({lock_key(v) for v in values}):
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    # Advisory locks are the database's, not a schema's: the key names the schema too, so that
+    # registries in two schemas of one database (the tests' way) never wait for each other. Taken
+    # in the values' order, the same in every process (a hash collision only serialises more).
+    for value in sorted(set(values)):
+        session.execute(_ADVISORY_LOCK, {"value": value})
 
 
 def lock_persons(session: Session, person_ids: Iterable[int]) -> set[int]:

@@ -303,14 +303,15 @@ def lock_document_unique_ids(session: Session, unique_ids: Iterable[str]) -> Non
 
     A document uniqueId may be registered twice (a resubmission with the same hash and size),
     so no unique index can decide between two concurrent submissions with different hashes.
-    PostgreSQL: a transaction-scoped advisory lock per uniqueId, taken in sorted order so two
-    submissions never wait on each other crosswise. SQLite: the write transaction already
+    PostgreSQL: a transaction-scoped advisory lock per uniqueId (and schema: advisory locks are
+    the database's), taken in sorted order so two submissions never wait on each other crosswise. SQLite: the write transaction already
     holds the database's only write lock.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
     for unique_id in sorted(set(unique_ids)):
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(unique_id, 0))))
+        session.execute(select(func.pg_advisory_xact_lock(
+            func.hashtextextended(func.concat(func.current_schema(), "|", unique_id), 0))))
 
 
 def find_documents_by_unique_id(
