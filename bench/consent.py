@@ -283,21 +283,8 @@ def markdown(report: dict) -> str:
     if "http" in report:
         h = report["http"]
         lines += ["", f"Over HTTP: {report['workers']} workers per `xds serve`, {report['queries']} FindDocuments per "
-                  "round and side:", "",
-                  "| clients | server | req/s | p50 ms | p99 ms | throughput ratio to A (rounds: min-median-max) "
-                  "| server CPU ms per request | A's CPU / this CPU |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for s in h["summary"]:
-            for side in ["floor", *h["sides"]]:
-                r = s[side]
-                ratio = ""
-                if "ratio" in r:
-                    lo, mid, hi = r["ratio_rounds"]
-                    ratio = f"**{r['ratio']:.3f}** ({lo:.3f}-{mid:.3f}-{hi:.3f})"
-                cpu = f"{r['server_cpu_ms']:.3f}" if r["server_cpu_ms"] else ""
-                cpu_ratio = f"**{r['cpu_ratio']:.3f}**" if "cpu_ratio" in r else ""
-                lines.append(f"| {s['clients']} | {SIDE_NAMES[side]} | {r['per_second']:.0f} | {r['p50_ms']:.2f} | "
-                             f"{r['p99_ms']:.2f} | {ratio} | {cpu} | {cpu_ratio} |")
+                  "round and side:", ""]
+        lines += xua.http_table(h, SIDE_NAMES)
         lines.append("")
         for s in h["summary"]:
             b, c = s["B"]["ratio"], s["B"].get("cpu_ratio", float("nan"))

@@ -464,6 +464,26 @@ SIDE_NAMES = {"floor": "null (floor, on A)", "A": "A: xua_policy off",
               "B'": "B': required, a new assertion in every request"}
 
 
+def http_table(h: dict, side_names: dict[str, str]) -> list[str]:
+    """The rows of the over-HTTP table (floor and each side, per concurrency), with its header;
+    bench/consent.py writes the same table."""
+    lines = ["| clients | server | req/s | p50 ms | p99 ms | throughput ratio to A (rounds: min-median-max) "
+             "| server CPU ms per request | A's CPU / this CPU |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for s in h["summary"]:
+        for side in ["floor", *h["sides"]]:
+            r = s[side]
+            ratio = ""
+            if "ratio" in r:
+                lo, mid, hi = r["ratio_rounds"]
+                ratio = f"**{r['ratio']:.3f}** ({lo:.3f}-{mid:.3f}-{hi:.3f})"
+            cpu = f"{r['server_cpu_ms']:.3f}" if r["server_cpu_ms"] else ""
+            cpu_ratio = f"**{r['cpu_ratio']:.3f}**" if "cpu_ratio" in r else ""
+            lines.append(f"| {s['clients']} | {side_names[side]} | {r['per_second']:.0f} | {r['p50_ms']:.2f} | "
+                         f"{r['p99_ms']:.2f} | {ratio} | {cpu} | {cpu_ratio} |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     lines = [f"Code {report['code']}, {report['started']}; {report['host_cpus']} CPUs; load average at the start "
              f"{report['load_start']:.1f}.", ""]
@@ -491,21 +511,8 @@ def markdown(report: dict) -> str:
     if "http" in report:
         h = report["http"]
         lines += ["", f"Over HTTP: {report['workers']} workers per `xds serve`, {report['queries']} FindDocuments per round "
-                  f"and side, {report['users']} users' assertions in turn on B:", "",
-                  "| clients | server | req/s | p50 ms | p99 ms | throughput ratio to A (rounds: min-median-max) "
-                  "| server CPU ms per request | A's CPU / this CPU |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for s in h["summary"]:
-            for side in ["floor", *h["sides"]]:
-                r = s[side]
-                ratio = ""
-                if "ratio" in r:
-                    lo, mid, hi = r["ratio_rounds"]
-                    ratio = f"**{r['ratio']:.3f}** ({lo:.3f}-{mid:.3f}-{hi:.3f})"
-                cpu = f"{r['server_cpu_ms']:.3f}" if r["server_cpu_ms"] else ""
-                cpu_ratio = f"**{r['cpu_ratio']:.3f}**" if "cpu_ratio" in r else ""
-                lines.append(f"| {s['clients']} | {SIDE_NAMES[side]} | {r['per_second']:.0f} | {r['p50_ms']:.2f} | "
-                             f"{r['p99_ms']:.2f} | {ratio} | {cpu} | {cpu_ratio} |")
+                  f"and side, {report['users']} users' assertions in turn on B:", ""]
+        lines += http_table(h, SIDE_NAMES)
         lines.append("")
         for s in h["summary"]:
             b, c = s["B"]["ratio"], s["B"].get("cpu_ratio", float("nan"))

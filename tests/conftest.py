@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -42,6 +43,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
             "postgresql+psycopg://postgres@127.0.0.1:5432/test (any database where the "
             "user may create schemas) to run them"
         )
+    with postgres_schema(base) as url:
+        yield url
+
+
+@contextmanager
+def postgres_schema(base: str) -> Iterator[str]:
+    """The URL of a new, empty schema of the PostgreSQL database at `base`, dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex}"
     admin = db.make_engine(base)
     with admin.begin() as connection:

@@ -28,13 +28,11 @@ from contextlib import contextmanager
 
 import pytest
 from lxml import etree
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from tests import queries as q
 from tests import saml
 from tests import submissions as s
-from tests.conftest import POSTGRES_ENV
+from tests.conftest import POSTGRES_ENV, postgres_schema
 from tests.soap_helpers import call, environ
 from tests.test_identity_data import CLINIC, DOMAIN, HOSPITAL_A, HOSPITAL_B, japanese, pid
 from xds.app import Server
@@ -105,19 +103,8 @@ def another_database(database_url: str, tmp_path) -> Iterator[str]:
     if database_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'visible.sqlite3'}"
         return
-    base = os.environ[POSTGRES_ENV]
-    schema = f"t_{uuid.uuid4().hex}"
-    admin = db.make_engine(base)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base)
-    options = " ".join(filter(None, [url.query.get("options"), f"-csearch_path={schema}"]))
-    try:
-        yield url.update_query_dict({"options": options}).render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema(os.environ[POSTGRES_ENV]) as url:
+        yield url
 
 
 # --- the two nodes ---------------------------------------------------------------------------------
