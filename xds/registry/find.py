@@ -847,7 +847,7 @@ def _leaf_class_measured(session: Session, kind: ObjectKind, where: ColumnElemen
         statement = statement.limit(left.objects + 1)
     values = {"left_objects": _UNLIMITED if left.objects is None else left.objects,
               "left_bytes": _UNLIMITED if left.bytes is None else left.bytes}
-    result = session.execute(statement, values).all()
+    result = session.connection().execute(statement, values).all()
     if not result:
         return []
     left.take(result[0].found_count, int(result[0].found_size))
@@ -863,7 +863,7 @@ def _leaf_class_streamed(session: Session, kind: ObjectKind, where: ColumnElemen
     if left.objects is not None:
         statement = statement.limit(left.objects + 1)
     rows: list[Row] = []
-    with session.execute(statement.execution_options(yield_per=_BATCH)) as result:
+    with session.connection().execute(statement, execution_options={"yield_per": _BATCH}) as result:
         for row in result:
             rows.append(Row(**row._asdict()))
             left.take(1, utf8_size(row.xml))
@@ -873,7 +873,8 @@ def _leaf_class_streamed(session: Session, kind: ObjectKind, where: ColumnElemen
 def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bool,
          limit: int | None = None, max_bytes: int | None = None,
          visible: Callable[[Session, Iterable[str]], set[str]] | None = None) -> Found:
-    """Run `query`: one SELECT per object kind it returns. For LeafClass, `limit` bounds the
+    """Run `query`: one SELECT per object kind it returns (on the session's connection: Core
+    rows, without the ORM session's per-statement work). For LeafClass, `limit` bounds the
     objects of the answer (TooManyResults past it) and `max_bytes` the bytes of their stored
     XML (AnswerTooLarge), all kinds together; no more than limit + 1 rows are read, and a
     refusal is made before the XML of an answer is held in memory (PostgreSQL: before any is
@@ -894,7 +895,7 @@ def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bo
         where = _index_friendly(kind, condition)
         if not leaf_class:
             statement = select(*_columns(kind, False)).where(where)
-            found.objects[kind] = [Row(**row._asdict()) for row in session.execute(statement)]
+            found.objects[kind] = [Row(**row._asdict()) for row in session.connection().execute(statement)]
         elif dialect == "postgresql":
             found.objects[kind] = _leaf_class_measured(session, kind, where, left)
         else:

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from xds.store.db import chunked
+from xds.store.prepared import Prepared, one_of
 from xds.store.tables import PatientRow
 
 _patient: Table = PatientRow.__table__  # type: ignore[assignment]
@@ -54,12 +55,11 @@ def list_all(session: Session) -> list[str]:
 
 def known(session: Session, ids: Iterable[str]) -> set[str]:
     """The ids among `ids` the registry knows."""
-    found: set[str] = set()
-    for chunk in chunked(list(dict.fromkeys(ids))):
-        found.update(
-            session.scalars(select(_patient.c.patient_id).where(_patient.c.patient_id.in_(chunk)))
-        )
-    return found
+    wanted = list(dict.fromkeys(ids))
+    return set(_KNOWN.scalars(session, {"ids": wanted})) if wanted else set()
+
+
+_KNOWN = Prepared(lambda dialect: select(_patient.c.patient_id).where(one_of(_patient.c.patient_id, "ids", dialect)))
 
 
 def _dialect_insert(session: Session) -> Callable[[Table], Insert]:

@@ -5,8 +5,9 @@ already validated the submission and given every object its entryUUID. These fun
 move values between model objects and rows; they decide nothing about XDS rules, except the
 defaults a newly registered object gets.
 
-Writes are bulk inserts (one statement per table per submission): this is the hot path of
-every Register and Provide-and-Register. DocumentEntries, SubmissionSets and Folders get an
+Writes are bulk inserts (one prepared statement per table per submission, `xds.store.prepared`;
+on PostgreSQL all of them in one round trip, pipelined): this is the hot path of every Register
+and Provide-and-Register. DocumentEntries, SubmissionSets and Folders get an
 integer id, increasing (`next_object_ids`), that keys their side-table rows; codes are ids of
 the code dictionary (`code_ids`).
 """
@@ -16,11 +17,12 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
+from contextlib import nullcontext
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import event, func, insert, select, text, tuple_, update
+from sqlalchemy import String, bindparam, event, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -36,6 +38,7 @@ from xds.model import (
     SubmissionSet,
 )
 from xds.store.db import chunked
+from xds.store.prepared import Prepared, one_of, pipeline
 from xds.store.stored_xml import utf8_size
 from xds.store.tables import (
     AssociationRow,
@@ -94,8 +97,9 @@ def save_submission(session: Session, submission: Submission, xml: dict[str, str
     owners = ([ss] if ss is not None else []) + list(submission.documents) + list(submission.folders)
     ids = dict(zip((o.id for o in owners), next_object_ids(session, len(owners))))
     side = _SideRows(ids)
+    rows: dict[type[Base], list[dict[str, Any]]] = {}
     if ss is not None:
-        _insert(session, SubmissionSetRow, [_submission_set_row(ids[ss.id], ss, xml[ss.id])])
+        rows[SubmissionSetRow] = [_submission_set_row(ids[ss.id], ss, xml[ss.id])]
         side.codes(ss.id, CodeAttribute.CONTENT_TYPE, [ss.content_type_code])
         side.authors(ss.id, ss.authors)
 
@@ -111,35 +115,32 @@ def save_submission(session: Session, submission: Submission, xml: dict[str, str
         side.codes(d.id, CodeAttribute.EVENT, d.event_codes)
         side.authors(d.id, d.authors)
         side.reference_ids(d.id, d.reference_ids)
-    _insert(session, DocumentEntryRow, documents)
+    rows[DocumentEntryRow] = documents
 
     folders = []
     for f in submission.folders:
         folders.append(_folder_row(ids[f.id], f, xml[f.id]))
         side.codes(f.id, CodeAttribute.FOLDER, f.codes)
-    _insert(session, FolderRow, folders)
-
-    _insert(
-        session,
-        AssociationRow,
-        [
-            {
-                "entry_uuid": a.id,
-                "type": a.type,
-                "source": a.source,
-                "target": a.target,
-                "submission_set_status": a.submission_set_status,
-                "status": a.status or APPROVED,
-                "xml": xml[a.id],
-                "xml_size": utf8_size(xml[a.id]),
-            }
-            for a in submission.associations
-        ],
-    )
-
-    _insert(session, ObjectCodeRow, side.code_rows(code_ids(session, side.code_keys())))
-    _insert(session, AuthorRow, side.author_rows())
-    _insert(session, ReferenceIdRow, side.reference_id_rows())
+    rows[FolderRow] = folders
+    rows[AssociationRow] = [
+        {
+            "entry_uuid": a.id,
+            "type": a.type,
+            "source": a.source,
+            "target": a.target,
+            "submission_set_status": a.submission_set_status,
+            "status": a.status or APPROVED,
+            "xml": xml[a.id],
+            "xml_size": utf8_size(xml[a.id]),
+        }
+        for a in submission.associations
+    ]
+    rows[ObjectCodeRow] = side.code_rows(code_ids(session, side.code_keys()))
+    rows[AuthorRow] = side.author_rows()
+    rows[ReferenceIdRow] = side.reference_id_rows()
+    with pipeline(session) if isinstance(session, Session) else nullcontext():
+        for table, table_rows in rows.items():
+            _insert(session, table, table_rows)
 
 
 def next_object_ids(session: Session, count: int) -> list[int]:
@@ -155,12 +156,20 @@ def next_object_ids(session: Session, count: int) -> list[int]:
         return []
     if not isinstance(session, Session):
         return session.next_object_ids(count)
+    top = _NEXT_IDS.scalars(session, {"count": count})
     if session.get_bind().dialect.name == "postgresql":
-        return list(session.scalars(select(func.nextval("registry_object_id"))
-                                    .select_from(func.generate_series(1, count))))
-    top = session.scalar(select(func.max(*[func.coalesce(select(func.max(t.id)).scalar_subquery(), 0)
-                                           for t in (DocumentEntryRow, SubmissionSetRow, FolderRow)])))
-    return list(range(top + 1, top + 1 + count))
+        return top  # count values of the sequence
+    return list(range(top[0] + 1, top[0] + 1 + count))
+
+
+def _next_ids(dialect: str):
+    if dialect == "postgresql":
+        return select(func.nextval("registry_object_id")).select_from(func.generate_series(1, bindparam("count")))
+    return select(func.max(*[func.coalesce(select(func.max(t.id)).scalar_subquery(), 0)
+                             for t in (DocumentEntryRow, SubmissionSetRow, FolderRow)]))
+
+
+_NEXT_IDS = Prepared(_next_ids)
 
 
 #: Per database (its connection pool: an engine and those made from it with other options share
@@ -214,11 +223,17 @@ def code_ids(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[st
 
 def _read_codes(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
     found: dict[tuple[str, str], int] = {}
-    for chunk in chunked(keys, 400):
-        rows = session.execute(select(CodeRow.attribute, CodeRow.value, CodeRow.id)
-                               .where(tuple_(CodeRow.attribute, CodeRow.value).in_(chunk)))
-        found.update({(attribute, value): id_ for attribute, value, id_ in rows})
+    by_attribute: dict[str, list[str]] = {}
+    for attribute, value in keys:
+        by_attribute.setdefault(attribute, []).append(value)
+    for attribute, values in by_attribute.items():
+        for value, id_ in _READ_CODES.all(session, {"attribute": attribute, "values": values}):
+            found[(attribute, value)] = id_
     return found
+
+
+_READ_CODES = Prepared(lambda dialect: select(CodeRow.value, CodeRow.id).where(
+    CodeRow.attribute == bindparam("attribute"), one_of(CodeRow.value, "values", dialect)))
 
 
 def _remember_codes(cache: dict[tuple[str, str], int], session: Session) -> None:
@@ -270,17 +285,13 @@ def find_entries_by_uuid(session: Session, uuids: Iterable[str]) -> dict[str, Ob
     """The registry objects among `uuids`, whatever their kind (association ends, RPLC
     targets, HasMember sources...). Unknown uuids are simply absent from the answer."""
     wanted = list(dict.fromkeys(uuids))
-    found: dict[str, ObjectRow] = {}
-    for chunk in chunked(wanted):
-        for row in _documents(session, DocumentEntryRow.entry_uuid.in_(chunk)):
-            found[row.entry_uuid] = row
-        for row in _submission_sets(session, SubmissionSetRow.entry_uuid.in_(chunk)):
-            found[row.entry_uuid] = row
-        for row in _folders(session, FolderRow.entry_uuid.in_(chunk)):
-            found[row.entry_uuid] = row
-        for row in _associations(session, AssociationRow.entry_uuid.in_(chunk)):
-            found[row.entry_uuid] = row
-    return found
+    if not wanted:
+        return {}
+    values = {"uuids": wanted}
+    return {row.entry_uuid: row for row in [*_read(session, _DOCUMENTS_BY_UUID, values),
+                                             *_read(session, _SUBMISSION_SETS_BY_UUID, values),
+                                             *_read(session, _FOLDERS_BY_UUID, values),
+                                             *_read(session, _ASSOCIATIONS_BY_UUID, values)]}
 
 
 def hold_references(session: Session) -> None:
@@ -295,7 +306,10 @@ def hold_references(session: Session) -> None:
     orders the two.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("LOCK TABLE association IN ROW EXCLUSIVE MODE"))
+        _HOLD_REFERENCES.run(session)
+
+
+_HOLD_REFERENCES = Prepared(lambda dialect: text("LOCK TABLE association IN ROW EXCLUSIVE MODE"))
 
 
 def lock_document_unique_ids(session: Session, unique_ids: Iterable[str]) -> None:
@@ -310,8 +324,11 @@ def lock_document_unique_ids(session: Session, unique_ids: Iterable[str]) -> Non
     if session.get_bind().dialect.name != "postgresql":
         return
     for unique_id in sorted(set(unique_ids)):
-        session.execute(select(func.pg_advisory_xact_lock(
-            func.hashtextextended(func.concat(func.current_schema(), "|", unique_id), 0))))
+        _LOCK_UNIQUE_ID.all(session, {"unique_id": unique_id})
+
+
+_LOCK_UNIQUE_ID = Prepared(lambda dialect: select(func.pg_advisory_xact_lock(
+    func.hashtextextended(func.concat(func.current_schema(), "|", bindparam("unique_id", type_=String)), 0))))
 
 
 def find_documents_by_unique_id(
@@ -320,8 +337,9 @@ def find_documents_by_unique_id(
     """DocumentEntries by uniqueId: several per id when a document was resubmitted or has
     versions; the caller compares hash and size (XDSNonIdenticalHash / XDSNonIdenticalSize)."""
     found: dict[str, list[ObjectRow]] = {}
-    for chunk in chunked(list(dict.fromkeys(unique_ids))):
-        for row in _documents(session, DocumentEntryRow.unique_id.in_(chunk)):
+    wanted = list(dict.fromkeys(unique_ids))
+    if wanted:
+        for row in _read(session, _DOCUMENTS_BY_UNIQUE_ID, {"unique_ids": wanted}):
             found.setdefault(row.unique_id or "", []).append(row)
     return found
 
@@ -346,26 +364,36 @@ def existing_unique_ids(
     The early check that lets the register step name every duplicate in its answer; the
     unique constraints still decide races between concurrent submissions.
     """
-    table = {"SubmissionSet": SubmissionSetRow, "Folder": FolderRow}.get(kind)
-    if table is None:
+    statement = _UNIQUE_IDS.get(kind)
+    if statement is None:
         raise ValueError(f"uniqueIds are unique only for SubmissionSet and Folder, not {kind}")
-    found: dict[str, str] = {}
-    for chunk in chunked(list(dict.fromkeys(unique_ids))):
-        rows = session.execute(
-            select(table.unique_id, table.entry_uuid).where(table.unique_id.in_(chunk))
-        )
-        found.update({unique_id: entry_uuid for unique_id, entry_uuid in rows})
-    return found
+    wanted = list(dict.fromkeys(unique_ids))
+    return dict(statement.all(session, {"unique_ids": wanted})) if wanted else {}
+
+
+_UNIQUE_IDS = {kind: Prepared(lambda dialect, t=table: select(t.unique_id, t.entry_uuid)
+                              .where(one_of(t.unique_id, "unique_ids", dialect)))
+               for kind, table in (("SubmissionSet", SubmissionSetRow), ("Folder", FolderRow))}
 
 
 # -- rows <-> model -----------------------------------------------------------------------
 
 
 def _insert(session: Session, table: type[Base], rows: list[dict[str, Any]]) -> None:
-    # Core insert of the mapped table, not the ORM entity: no identity map, no per-object
-    # bookkeeping; SQLAlchemy sends the list as one executemany / multi-row INSERT.
-    if rows:
+    # One executemany of a prepared INSERT naming every column (each row gives them all); the
+    # bulk loader's stand-in session (bench/load.py) collects Core inserts instead.
+    if not rows:
+        return
+    if isinstance(session, Session):
+        _INSERTS[table].run(session, rows)
+    else:
         session.execute(insert(table.__table__), rows)
+
+
+_INSERTS = {table: Prepared(lambda dialect, t=table.__table__: insert(t).values(
+                {column.name: bindparam(column.name) for column in t.columns}))
+            for table in (DocumentEntryRow, SubmissionSetRow, FolderRow, AssociationRow, ObjectCodeRow,
+                          AuthorRow, ReferenceIdRow)}
 
 
 def _document_row(id_: int, d: DocumentEntry, xml: str, submission_set: str | None) -> dict[str, Any]:
@@ -463,34 +491,35 @@ class _SideRows:
         return [{"object_id": o, "value": v} for o, v in self._reference_ids]
 
 
-def _documents(session: Session, where) -> list[ObjectRow]:
-    t = DocumentEntryRow
-    rows = session.execute(
-        select(
-            t.entry_uuid, t.status, t.patient_id, t.unique_id, t.hash, t.size,
-            t.logical_id, t.version, t.object_type,
-        ).where(where)
-    )  # fmt: skip
-    return [ObjectRow(kind="DocumentEntry", **row._asdict()) for row in rows]
+_OBJECT_COLUMNS = {
+    "DocumentEntry": ("entry_uuid", "status", "patient_id", "unique_id", "hash", "size", "logical_id", "version",
+                      "object_type"),
+    "SubmissionSet": ("entry_uuid", "status", "patient_id", "unique_id"),
+    "Folder": ("entry_uuid", "status", "patient_id", "unique_id"),
+}
 
 
-def _submission_sets(session: Session, where) -> list[ObjectRow]:
-    t = SubmissionSetRow
-    rows = session.execute(select(t.entry_uuid, t.status, t.patient_id, t.unique_id).where(where))
-    return [ObjectRow(kind="SubmissionSet", **row._asdict()) for row in rows]
+def _objects(kind: Kind, table: type[Base], key: str, parameter: str) -> tuple[Kind, tuple[str, ...], Prepared]:
+    """(kind, field names, statement): the ObjectRow fields of `table`'s rows whose `key`
+    column is one of the list parameter `parameter`."""
+    if kind == "Association":
+        fields = ("entry_uuid", "status", "association_type", "source", "target")
+        columns = [AssociationRow.entry_uuid, AssociationRow.status, AssociationRow.type,
+                   AssociationRow.source, AssociationRow.target]
+    else:
+        fields = _OBJECT_COLUMNS[kind]
+        columns = [getattr(table, name) for name in fields]
+    return kind, fields, Prepared(lambda dialect: select(*columns).where(
+        one_of(getattr(table, key), parameter, dialect)))
 
 
-def _folders(session: Session, where) -> list[ObjectRow]:
-    t = FolderRow
-    rows = session.execute(select(t.entry_uuid, t.status, t.patient_id, t.unique_id).where(where))
-    return [ObjectRow(kind="Folder", **row._asdict()) for row in rows]
+_DOCUMENTS_BY_UUID = _objects("DocumentEntry", DocumentEntryRow, "entry_uuid", "uuids")
+_DOCUMENTS_BY_UNIQUE_ID = _objects("DocumentEntry", DocumentEntryRow, "unique_id", "unique_ids")
+_SUBMISSION_SETS_BY_UUID = _objects("SubmissionSet", SubmissionSetRow, "entry_uuid", "uuids")
+_FOLDERS_BY_UUID = _objects("Folder", FolderRow, "entry_uuid", "uuids")
+_ASSOCIATIONS_BY_UUID = _objects("Association", AssociationRow, "entry_uuid", "uuids")
 
 
-def _associations(session: Session, where) -> list[ObjectRow]:
-    t = AssociationRow
-    rows = session.execute(
-        select(
-            t.entry_uuid, t.status, t.type.label("association_type"), t.source, t.target
-        ).where(where)
-    )
-    return [ObjectRow(kind="Association", **row._asdict()) for row in rows]
+def _read(session: Session, objects: tuple[Kind, tuple[str, ...], Prepared], values: dict) -> list[ObjectRow]:
+    kind, fields, statement = objects
+    return [ObjectRow(kind, **dict(zip(fields, row))) for row in statement.all(session, values)]
