@@ -11,7 +11,10 @@ import pytest
 from tests import queries as q
 from tests import submissions as s
 from tests.queries import find_documents, quote, quote_list, register
-from xds.registry import service
+from sqlalchemy import select
+
+from xds.registry import find, service
+from xds.store.tables import DocumentEntryRow
 
 
 @pytest.fixture
@@ -36,6 +39,28 @@ def test_find_documents_by_patient(registry, stored):
     assert find_documents(stored).kind("ObjectRef") == {mine["a"], mine["b"]}
     assert find_documents(stored, patient=s.OTHER_PATIENT).kind("ObjectRef") == {theirs["c"]}
     assert find_documents(stored, patient="NOBODY^^^&1.2.3&ISO").ids == []
+
+
+def test_the_statements_of_a_shape_answer_each_patient_with_their_own(registry, stored):
+    """`find.load` keeps the statements built for a request's shape (all but its subject) and
+    runs the same ones for the next patient, who still gets only their own documents."""
+    find._shapes.clear()
+    mine = register(registry, doc("a"))
+    theirs = register(registry, doc("c", patient=s.OTHER_PATIENT), patient=s.OTHER_PATIENT)
+    assert find_documents(stored, return_type="LeafClass").kind("DocumentEntry") == {mine["a"]}
+    kept = {shape: dict(statements) for shape, statements in find._shapes.items()}
+    assert [shape[0] for shape in kept] == ["FindDocuments"]
+    assert find_documents(stored, patient=s.OTHER_PATIENT, return_type="LeafClass").kind("DocumentEntry") == {theirs["c"]}
+    assert find_documents(stored, return_type="LeafClass").kind("DocumentEntry") == {mine["a"]}
+    assert {shape: dict(statements) for shape, statements in find._shapes.items()} == kept  # the same objects
+
+
+def test_a_statement_holding_its_subject_outside_the_subject_bind_is_not_kept():
+    D = DocumentEntryRow
+    bound = select(D.entry_uuid).where(find.equals(D.entry_uuid, find.Subject("urn:uuid:1")))
+    inline = select(D.entry_uuid).where(D.entry_uuid.in_(["urn:uuid:1"]))
+    assert find._subject_only_in_its_bind([bound, None], "urn:uuid:1")
+    assert not find._subject_only_in_its_bind([bound, inline], "urn:uuid:1")
 
 
 def test_leaf_class_answers_with_the_stored_objects(registry, stored):

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, event, func, select
 
 from tests import queries as q
 from tests import submissions as s
@@ -203,7 +202,7 @@ def test_postgresql_sends_no_xml_past_a_limit(registry, stored, engine, monkeypa
         pytest.skip("PostgreSQL's way; SQLite streams")
     register(registry, *[s.document(f"d{i}", s.new_oid()) for i in range(3)])
     received = []
-    execute = Session.execute
+    execute = Connection.execute
 
     class Spy:
         def __init__(self, result):
@@ -214,7 +213,7 @@ def test_postgresql_sends_no_xml_past_a_limit(registry, stored, engine, monkeypa
             received.extend(rows)
             return rows
 
-    monkeypatch.setattr(Session, "execute", lambda self, *args, **kw: Spy(execute(self, *args, **kw)))
+    monkeypatch.setattr(Connection, "execute", lambda self, *args, **kw: Spy(execute(self, *args, **kw)))
     for limited, rows in ((RegistryStoredQuery(stored.sessions, max_leaf_class_results=2), 3),
                           (RegistryStoredQuery(stored.sessions, max_leaf_class_bytes=100), 3),
                           (RegistryStoredQuery(stored.sessions), 3)):

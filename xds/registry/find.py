@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,13 +95,15 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    Select,
     union,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import BooleanClauseList, Grouping, UnaryExpression
+from sqlalchemy.sql.elements import BindParameter, BooleanClauseList, Grouping, UnaryExpression
 from sqlalchemy.sql.util import ClauseAdapter
+from sqlalchemy.sql.visitors import iterate
 
 from xds.model import AssociationType
 from xds.registry.stored_query import ObjectKind, StoredQuery
@@ -176,6 +179,20 @@ class AnswerTooLarge(Exception):
 INLINE_VALUES = 32
 
 
+#: The bind that carries a query's subject (see `load`): named, so that the statement built for one
+#: request serves the next request of the same shape with another subject.
+SUBJECT = "xds_subject"
+
+
+class Subject(str):
+    """A parameter value that conditions write as the bind SUBJECT (`equals`)."""
+
+
+def equals(column: Any, value: str) -> ColumnElement[bool]:
+    """`column` = `value`; a Subject as the named bind SUBJECT."""
+    return column == (bindparam(SUBJECT, str(value)) if isinstance(value, Subject) else value)
+
+
 def one_of(column: Any, values: Sequence[str], dialect: str, *, lookup: bool = True) -> ColumnElement[bool]:
     """`column` is one of `values` (see the module's docstring): written inline when short, else
     the whole list bound as one parameter. lookup=False (SQLite): the list is only tested
@@ -184,6 +201,8 @@ def one_of(column: Any, values: Sequence[str], dialect: str, *, lookup: bool = T
     values = list(values)
     if not lookup and dialect == "sqlite":
         column = UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
+    if len(values) == 1 and isinstance(values[0], Subject):
+        return equals(column, values[0])
     if len(values) <= INLINE_VALUES:
         return column.in_(values)
     if dialect == "postgresql":
@@ -286,14 +305,24 @@ def _glob(pattern: str) -> str:
 def patient_is(column: Any, patient: str | Sequence[str], dialect: str) -> ColumnElement[bool]:
     """The object's patient id is `patient`, or one of a list of them (see the docstring)."""
     if isinstance(patient, str):
-        return column == patient
+        return equals(column, patient)
     if len(patient) == 1:
-        return column == patient[0]
+        return equals(column, patient[0])
     return one_of(column, patient, dialect)
 
 
 def _in(column: Any, values: Sequence[str] | None, dialect: str) -> list:
     return [one_of(column, values, dialect)] if values else []
+
+
+# Aliases of the tables a query's subqueries use, made once: an alias made per request built its
+# column collections anew each time (a tenth of GetSubmissionSetAndContents' CPU).
+_INNER_ASSOCIATION = A.__table__.alias("inner_association")
+_MEMBERSHIP = A.__table__.alias("membership")
+_EXCLUDED_DOCUMENT = D.__table__.alias("excluded_document")
+_DROPPED_MEMBER = A.__table__.alias("dropped_member")
+_RELATED_DOCUMENT = D.__table__.alias("related_document")
+_RELATION = A.__table__.alias("relation")
 
 
 def _either(*conditions: ColumnElement[bool] | None) -> ColumnElement[bool]:
@@ -424,7 +453,7 @@ def get_all(p: Params, dialect: str) -> Selection:
         select(F.entry_uuid.label("id")).where(folders),
     ).cte("patient_objects")
     ids = _ids(objects.c.id)
-    a2 = A.__table__.alias("inner_association")
+    a2 = _INNER_ASSOCIATION
     between_objects = _ids(a2.c.entry_uuid, a2.c.source.in_(ids), a2.c.target.in_(ids))
     associations = and_(A.source.in_(ids), or_(A.target.in_(ids), A.target.in_(between_objects)))
     return {SS: submission_sets, DE: documents, FOL: folders, ASSOC: associations}
@@ -480,8 +509,8 @@ def get_submission_set_and_contents(p: Params, dialect: str) -> Selection:
     (a Folder's HasMember). An Association with a filtered-out DocumentEntry at an end is left
     out, and so is the SubmissionSet's HasMember of such an Association."""
     submission_set = _either(
-        S.entry_uuid == p["$XDSSubmissionSetEntryUUID"] if "$XDSSubmissionSetEntryUUID" in p else None,
-        S.unique_id == p["$XDSSubmissionSetUniqueId"] if "$XDSSubmissionSetUniqueId" in p else None,
+        equals(S.entry_uuid, p["$XDSSubmissionSetEntryUUID"]) if "$XDSSubmissionSetEntryUUID" in p else None,
+        equals(S.unique_id, p["$XDSSubmissionSetUniqueId"]) if "$XDSSubmissionSetUniqueId" in p else None,
     )
     return _package_and_contents(S.entry_uuid, submission_set, SS, p, dialect, with_member_associations=True)
 
@@ -490,8 +519,8 @@ def get_folder_and_contents(p: Params, dialect: str) -> Selection:
     """3.18.4.1.2.3.7.11 GetFolderAndContents: the Folder, its DocumentEntries (those passing
     the format, confidentiality and type filters) and the Folder's HasMembers of them."""
     folder = _either(
-        F.entry_uuid == p["$XDSFolderEntryUUID"] if "$XDSFolderEntryUUID" in p else None,
-        F.unique_id == p["$XDSFolderUniqueId"] if "$XDSFolderUniqueId" in p else None,
+        equals(F.entry_uuid, p["$XDSFolderEntryUUID"]) if "$XDSFolderEntryUUID" in p else None,
+        equals(F.unique_id, p["$XDSFolderUniqueId"]) if "$XDSFolderUniqueId" in p else None,
     )
     return _package_and_contents(F.entry_uuid, folder, FOL, p, dialect, with_member_associations=False)
 
@@ -499,7 +528,7 @@ def get_folder_and_contents(p: Params, dialect: str) -> Selection:
 def _package_and_contents(package_uuid: Any, package: ColumnElement[bool], kind: ObjectKind, p: Params,
                           dialect: str, *, with_member_associations: bool) -> Selection:
     package_ids = _ids(package_uuid, package)
-    a2 = A.__table__.alias("membership")
+    a2 = _MEMBERSHIP
     members = _ids(a2.c.target, a2.c.source.in_(package_ids), a2.c.type == HAS_MEMBER, *_visible(a2, p))
     # A member that this level does not see (an older version) is left out, with its associations.
     filters = document_entries(p, dialect) + _seen(DE, p)
@@ -509,9 +538,9 @@ def _package_and_contents(package_uuid: Any, package: ColumnElement[bool], kind:
     if not with_member_associations:
         selection[ASSOC] = and_(own_hasmember, A.target.in_(_ids(D.entry_uuid, documents)))
         return selection
-    d2 = D.__table__.alias("excluded_document")
+    d2 = _EXCLUDED_DOCUMENT
     excluded = _ids(d2.c.entry_uuid, d2.c.entry_uuid.in_(members), not_(and_(*_rebind(filters, d2))))
-    a3 = A.__table__.alias("dropped_member")
+    a3 = _DROPPED_MEMBER
     dropped = _ids(a3.c.entry_uuid, a3.c.entry_uuid.in_(members),
                    or_(a3.c.source.in_(excluded), a3.c.target.in_(excluded)))
     selection[FOL] = F.entry_uuid.in_(members)
@@ -541,7 +570,7 @@ def get_related_documents(p: Params, dialect: str) -> Selection:
     their ends - the document itself included. A document with no such relation gives nothing
     (the NIST toolkit's test 11909/near_folder): only the ends of a relation are returned."""
     document = _ids(D.entry_uuid, _documents_by_id(p, dialect))
-    d2 = D.__table__.alias("related_document")
+    d2 = _RELATED_DOCUMENT
 
     def is_document(column: Any) -> ColumnElement[bool]:
         wanted = _in(d2.c.object_type, p.get("$XDSDocumentEntryType"), dialect)
@@ -553,7 +582,7 @@ def get_related_documents(p: Params, dialect: str) -> Selection:
             and_(A.target.in_(document), is_document(A.source))),
         *_visible(A.__table__, p),
     )
-    a2 = A.__table__.alias("relation")
+    a2 = _RELATION
     relations_2 = _rebind([relations], a2)[0]
     ends = union(select(a2.c.source.label("id")).where(relations_2),
                  select(a2.c.target.label("id")).where(relations_2)).subquery()
@@ -835,17 +864,25 @@ def _measured_columns(kind: ObjectKind) -> tuple:
     return (*columns, count.label("found_count"), size.label("found_size"))
 
 
-def _leaf_class_measured(session: Session, kind: ObjectKind, where: ColumnElement[bool], left: _Left) -> list[Row]:
+def _statement(kind: ObjectKind, where: ColumnElement[bool], *, leaf_class: bool, dialect: str,
+               limited: bool) -> Select:
+    """The SELECT of one kind: ids only (ObjectRef); LeafClass at most `row_limit` + 1 rows (when
+    limited), on PostgreSQL with the measuring columns (`_leaf_class_measured`)."""
+    if not leaf_class:
+        return select(*_columns(kind, False)).where(where)
+    columns = _measured_columns(kind) if dialect == "postgresql" else _columns(kind, True)
+    statement = select(*columns).where(where)
+    return statement.limit(_ROW_LIMIT) if limited else statement
+
+
+def _leaf_class_measured(session: Session, statement: Select, values: dict[str, Any], left: _Left) -> list[Row]:
     """PostgreSQL: psycopg receives a whole result before the first row is seen, so the
     statement itself holds the XML back when the limits are passed. Window functions count all
     the objects the condition finds and sum their stored sizes (octet_length reads a value's
     header, not the value), and the XML is sent only if both fit what is left: one statement,
     as without limits (a measuring statement of its own cost 0.4 ms of client CPU, as much as a
     one-entry GetDocuments), and a refusal sends at most limit + 1 rows, without XML."""
-    statement = select(*_measured_columns(kind)).where(where)
-    if left.objects is not None:
-        statement = statement.limit(left.objects + 1)
-    values = {"left_objects": _UNLIMITED if left.objects is None else left.objects,
+    values = {**values, "left_objects": _UNLIMITED if left.objects is None else left.objects,
               "left_bytes": _UNLIMITED if left.bytes is None else left.bytes}
     result = session.connection().execute(statement, values).all()
     if not result:
@@ -855,19 +892,90 @@ def _leaf_class_measured(session: Session, kind: ObjectKind, where: ColumnElemen
             for row in result]
 
 
-def _leaf_class_streamed(session: Session, kind: ObjectKind, where: ColumnElement[bool], left: _Left) -> list[Row]:
+def _leaf_class_streamed(session: Session, statement: Select, values: dict[str, Any], left: _Left) -> list[Row]:
     """SQLite: rows are handed over as the statement steps, so they are read in batches and
     counted as they come; a refusal stops reading at the first row past a limit (no second
     statement on the way of every small answer)."""
-    statement = select(*_columns(kind, True)).where(where)
-    if left.objects is not None:
-        statement = statement.limit(left.objects + 1)
     rows: list[Row] = []
-    with session.connection().execute(statement, execution_options={"yield_per": _BATCH}) as result:
+    with session.connection().execute(statement, values, execution_options={"yield_per": _BATCH}) as result:
         for row in result:
             rows.append(Row(**row._asdict()))
             left.take(1, utf8_size(row.xml))
     return rows
+
+
+# --- statements per query shape -----------------------------------------------------------------
+#
+# Building a query's statements (the conditions, `_index_friendly`'s unions) cost more than running
+# them: for GetSubmissionSetAndContents at 1,000,000 entries, 6% of its CPU was SQLite's work and
+# the rest SQLAlchemy's building and preparing the statements anew. So `load` keeps the statements
+# it built for a request's shape: the query, the database, the return type, the limits and every
+# parameter value but one, the subject (the patient of a Find query, the one id of a Get query),
+# which the conditions write as the named bind SUBJECT (`equals`). The next request of that shape
+# runs the same statement objects (their SQL and cache key already made) with its own subject.
+# A statement in which the subject's value shows up elsewhere than in that bind is not kept (a
+# condition that did not write it through `equals`); nor is one narrowed by access control
+# (`visible_only` depends on the caller).
+
+#: The id parameters that are a Get query's subject when they hold one value.
+_ID_PARAMETERS = ("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId", "$XDSSubmissionSetEntryUUID",
+                  "$XDSSubmissionSetUniqueId", "$XDSFolderEntryUUID", "$XDSFolderUniqueId")
+_SHAPES_KEPT = 256
+_shapes: dict[tuple, dict[ObjectKind, Select | None]] = {}
+_shapes_lock = threading.Lock()
+_ROW_LIMIT = bindparam("row_limit", type_=BigInteger)
+
+
+def _subject(query: StoredQuery, params: Params) -> tuple[str, str] | None:
+    """(parameter, value) of the request's subject: the patient, else a single id."""
+    for name in (query.patient_parameter, *_ID_PARAMETERS):
+        value = params.get(name) if name else None
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if isinstance(value, str):
+            return name, value
+    return None
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _shape(query: StoredQuery, params: Params, dialect: str, leaf_class: bool, limits: tuple) -> tuple | None:
+    subject = _subject(query, params)
+    name = subject[0] if subject else None
+    key = (query.name, dialect, leaf_class, limits, name,
+           tuple(sorted((k, _frozen(v)) for k, v in params.items() if k != name)))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _with_subject(query: StoredQuery, params: Params) -> tuple[Params, str | None]:
+    subject = _subject(query, params)
+    if subject is None:
+        return params, None
+    name, value = subject
+    return {**params, name: [Subject(value)] if isinstance(params[name], list) else Subject(value)}, value
+
+
+def _subject_only_in_its_bind(statements: Iterable[Select | None], subject: str | None) -> bool:
+    if subject is None:
+        return True
+    for statement in statements:
+        for element in iterate(statement) if statement is not None else ():
+            if isinstance(element, BindParameter) and element.key != SUBJECT and subject in str(element.value):
+                return False
+    return True
+
+
+def _keep(shape: tuple, statements: dict[ObjectKind, Select | None]) -> None:
+    with _shapes_lock:
+        while len(_shapes) >= _SHAPES_KEPT:
+            del _shapes[next(iter(_shapes))]
+        _shapes[shape] = statements
 
 
 def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bool,
@@ -880,24 +988,32 @@ def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bo
     refusal is made before the XML of an answer is held in memory (PostgreSQL: before any is
     read; SQLite: at the first object past the limit). ObjectRef answers are not limited.
     `visible(session, patient ids)`, when given, says which patients' objects may be answered
-    (`visible_only`)."""
+    (`visible_only`). The statements of a request's shape are built once (see above)."""
     dialect = session.get_bind().dialect.name
-    conditions = selection(query, params, dialect)
-    if visible is not None:
-        conditions = visible_only(session, query, conditions, dialect, visible)
+    shape = _shape(query, params, dialect, leaf_class, (limit is None, max_bytes is None)) if visible is None else None
+    statements = _shapes.get(shape) if shape is not None else None
+    subject_params, subject = _with_subject(query, params)
+    if statements is None:
+        conditions = selection(query, subject_params, dialect)
+        if visible is not None:
+            conditions = visible_only(session, query, conditions, dialect, visible)
+        statements = {kind: None if conditions.get(kind) is None else _statement(
+                          kind, _index_friendly(kind, conditions[kind]), leaf_class=leaf_class, dialect=dialect,
+                          limited=limit is not None)
+                      for kind in query.returns}
+        if shape is not None and _subject_only_in_its_bind(statements.values(), subject):
+            _keep(shape, statements)
     found = Found()
     left = _Left(limit, max_bytes, limit, max_bytes)
-    for kind in query.returns:
-        condition = conditions.get(kind)
-        if condition is None:
+    for kind, statement in statements.items():
+        values = {SUBJECT: subject} if subject is not None else {}
+        if statement is None:
             found.objects[kind] = []
-            continue
-        where = _index_friendly(kind, condition)
-        if not leaf_class:
-            statement = select(*_columns(kind, False)).where(where)
-            found.objects[kind] = [Row(**row._asdict()) for row in session.connection().execute(statement)]
-        elif dialect == "postgresql":
-            found.objects[kind] = _leaf_class_measured(session, kind, where, left)
+        elif not leaf_class:
+            found.objects[kind] = [Row(**row._asdict()) for row in session.connection().execute(statement, values)]
         else:
-            found.objects[kind] = _leaf_class_streamed(session, kind, where, left)
+            if left.objects is not None:
+                values["row_limit"] = left.objects + 1
+            read = _leaf_class_measured if dialect == "postgresql" else _leaf_class_streamed
+            found.objects[kind] = read(session, statement, values, left)
     return found

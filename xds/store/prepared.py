@@ -32,8 +32,6 @@ from sqlalchemy.sql.base import Executable
 
 #: Rows are read from a cursor in batches of this many (a streamed answer keeps no more).
 BATCH = 100
-
-
 _REQUIRED = object()
 
 
@@ -69,7 +67,9 @@ class _Compiled:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self.positional = compiled.positiontup is not None
-        names = list(compiled.positiontup) if self.positional else list(compiled.binds)
+        # The names the SQL text uses: in order for a positional driver (SQLite's ?), else each once.
+        names = (list(compiled.positiontup) if self.positional
+                 else list(dict.fromkeys(compiled.bind_names.values())))
         # (name in the SQL, key a caller gives it by, value it has when not given or _REQUIRED,
         # conversion): a bind written with a value (a literal in the expression) keeps it.
         self.binds = [(name, bind.key, _REQUIRED if bind.required else bind.effective_value,
