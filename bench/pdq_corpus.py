@@ -396,7 +396,13 @@ def expected(kind: str, n: int, corpus: Corpus) -> tuple[list[int], list[int]]:
     exact: list[int] = []
     prefix: list[int] = []
     if kind == "id":
-        return [n], []
+        # The patient of the id, then the records that name it among their other ids: a person's
+        # hospital and clinic records name its regional id (asOtherIDs), and xds.identity.pdq
+        # finds a patient by an id its record names.
+        first = corpus.first_patient(person.number)
+        if n != first:
+            return [n], []
+        return list(range(first, min(first + len(person.sources), corpus.patients))), []
     for m, (f, g, gender, birth, source, _old) in enumerate(table):
         fam = FAMILIES[f]
         kanji = source != CLINIC

@@ -260,9 +260,12 @@ def _conditions(query: PdqQuery, n: Normaliser, dialect: str, *,
         wanted = [(i.root, i.extension) for i in query.ids]
         # The patient of the id (not a named one: its record is the id alone), or a patient
         # whose record names the id (asOtherIDs): the person is found by an id no source fed.
-        o = _OTHER_IDS
-        conditions.append(or_(and_(tuple_(P.root, P.extension).in_(wanted), P.link != NAMED),
-                              P.pk.in_(select(o.c.patient_pk).where(tuple_(o.c.root, o.c.extension).in_(wanted)))))
+        # One set of pks from both indexes: written as an OR of the two, PostgreSQL scanned every
+        # patient (1.3 s at 1,000,000).
+        o, own = _OTHER_IDS, _PATIENTS.alias("own")
+        conditions.append(P.pk.in_(union(
+            select(own.c.pk).where(tuple_(own.c.root, own.c.extension).in_(wanted), own.c.link != NAMED),
+            select(o.c.patient_pk).where(tuple_(o.c.root, o.c.extension).in_(wanted)))))
     if query.telecoms:
         telecoms = sorted({k for k in (n.telecom_key(t) for t in query.telecoms) if k})
         any_group([[((TELECOM,), key, False)] for key in telecoms])
