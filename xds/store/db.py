@@ -69,7 +69,7 @@ def make_engine(url: str | URL, busy_timeout: float = 10.0) -> Engine:
         # on: a commit has reached the disk (and a synchronous standby, where one is set up)
         # before the answer leaves, whatever the server's default says.
         options = " ".join(filter(None, [u.query.get("options"), f"-c lock_timeout={timeout_ms}",
-                                         "-c synchronous_commit=on", __import__("os").environ.get("XDS_PG_EXTRA", "")]))
+                                         "-c synchronous_commit=on"]))
         return create_engine(u.update_query_dict({"options": options}), pool_pre_ping=True)
 
     database = u.database
