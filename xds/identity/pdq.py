@@ -262,7 +262,7 @@ def _conditions(query: PdqQuery, n: Normaliser, dialect: str, *,
         # whose record names the id (asOtherIDs): the person is found by an id no source fed.
         # One set of pks from both indexes: written as an OR of the two, PostgreSQL scanned every
         # patient (1.3 s at 1,000,000).
-        o, own = _OTHER_IDS, _PATIENTS.alias("own")
+        o, own = _OTHER_IDS, _OWN
         conditions.append(P.pk.in_(union(
             select(own.c.pk).where(tuple_(own.c.root, own.c.extension).in_(wanted), own.c.link != NAMED),
             select(o.c.patient_pk).where(tuple_(o.c.root, o.c.extension).in_(wanted)))))
@@ -290,6 +290,7 @@ def _name_requirements(name: PersonName, n: Normaliser, family: str, given: str,
 _KEYS: Table = IdentityKeyRow.__table__  # type: ignore[assignment]
 _PATIENTS: Table = IdentityPatientRow.__table__  # type: ignore[assignment]
 _OTHER_IDS: Table = IdentityOtherIdRow.__table__  # type: ignore[assignment]
+_OWN = _PATIENTS.alias("own")  # made once: an alias builds its column collections
 
 
 def _group(reqs: list[_Req], dialect: str) -> Select:

@@ -941,8 +941,8 @@ def _frozen(value: Any) -> Any:
     return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def _shape(query: StoredQuery, params: Params, dialect: str, leaf_class: bool, limits: tuple) -> tuple | None:
-    subject = _subject(query, params)
+def _shape(query: StoredQuery, params: Params, subject: tuple[str, str] | None, dialect: str, leaf_class: bool,
+           limits: tuple) -> tuple | None:
     name = subject[0] if subject else None
     key = (query.name, dialect, leaf_class, limits, name,
            tuple(sorted((k, _frozen(v)) for k, v in params.items() if k != name)))
@@ -953,12 +953,11 @@ def _shape(query: StoredQuery, params: Params, dialect: str, leaf_class: bool, l
     return key
 
 
-def _with_subject(query: StoredQuery, params: Params) -> tuple[Params, str | None]:
-    subject = _subject(query, params)
+def _with_subject(params: Params, subject: tuple[str, str] | None) -> Params:
     if subject is None:
-        return params, None
+        return params
     name, value = subject
-    return {**params, name: [Subject(value)] if isinstance(params[name], list) else Subject(value)}, value
+    return {**params, name: [Subject(value)] if isinstance(params[name], list) else Subject(value)}
 
 
 def _subject_only_in_its_bind(statements: Iterable[Select | None], subject: str | None) -> bool:
@@ -990,11 +989,13 @@ def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bo
     `visible(session, patient ids)`, when given, says which patients' objects may be answered
     (`visible_only`). The statements of a request's shape are built once (see above)."""
     dialect = session.get_bind().dialect.name
-    shape = _shape(query, params, dialect, leaf_class, (limit is None, max_bytes is None)) if visible is None else None
+    named = _subject(query, params)
+    subject = named[1] if named else None
+    shape = (_shape(query, params, named, dialect, leaf_class, (limit is None, max_bytes is None))
+             if visible is None else None)
     statements = _shapes.get(shape) if shape is not None else None
-    subject_params, subject = _with_subject(query, params)
     if statements is None:
-        conditions = selection(query, subject_params, dialect)
+        conditions = selection(query, _with_subject(params, named), dialect)
         if visible is not None:
             conditions = visible_only(session, query, conditions, dialect, visible)
         statements = {kind: None if conditions.get(kind) is None else _statement(

@@ -30,8 +30,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 
-#: Rows are read from a cursor in batches of this many (a streamed answer keeps no more).
-BATCH = 100
+#: A bind's value when none was written into the statement: the caller must give it.
 _REQUIRED = object()
 
 
@@ -153,14 +152,6 @@ class Prepared:
                 yield compiled, cursor
             finally:
                 cursor.close()
-
-    def rows(self, session: Session, values: dict[str, Any] | None = None) -> Iterator[tuple]:
-        """The result's rows, read from the cursor in batches as they are iterated."""
-        with self._cursor(session) as (compiled, cursor):
-            cursor.execute(compiled.sql, compiled.parameters(values or {}))
-            while batch := cursor.fetchmany(BATCH):
-                for raw in batch:
-                    yield compiled.row(raw)
 
     def all(self, session: Session, values: dict[str, Any] | None = None) -> list[tuple]:
         with self._cursor(session) as (compiled, cursor):
