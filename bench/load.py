@@ -260,10 +260,12 @@ def load(url: str, total: int, workers: int) -> None:
 @contextlib.contextmanager
 def deterministic_uuids(seed: int) -> Iterator[None]:
     """The random bytes new UUIDs are made of (xds.ebrim.submission draws os.urandom, uuid.uuid4
-    does too) as a fixed sequence."""
+    does too) as a fixed sequence. Only draws of a UUID's 16 bytes: SQLAlchemy names anonymous
+    aliases from os.urandom(10) when it first compiles a statement, which one of the two paths
+    compared may do and the other not."""
     original = os.urandom
     counter = iter(range(seed << 64, (seed + 1) << 64))
-    os.urandom = lambda n: next(counter).to_bytes(n, "big")
+    os.urandom = lambda n: next(counter).to_bytes(n, "big") if n == 16 else original(n)
     try:
         yield
     finally:

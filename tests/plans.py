@@ -10,20 +10,34 @@ from collections.abc import Iterator
 
 from sqlalchemy import Engine, event
 
+from xds.store.prepared import Prepared
+
 
 @contextlib.contextmanager
 def statements(engine: Engine) -> Iterator[list[tuple[str, object]]]:
-    """Collects the SELECT statements (with their parameters) run on `engine` meanwhile."""
+    """Collects the SELECT statements (with their parameters) run on `engine` meanwhile,
+    through SQLAlchemy or as `Prepared` statements (which run on the driver's cursor, unseen
+    by the engine's events)."""
     seen: list[tuple[str, object]] = []
 
     def before(conn, cursor, statement, parameters, context, executemany):
         if statement.lstrip().upper().startswith(("SELECT", "WITH", "(")):
             seen.append((statement, parameters))
 
+    run_prepared = Prepared.all
+
+    def prepared(self, session, values=None):
+        compiled, connection = self._for(session)
+        if connection.engine is engine:
+            seen.append((compiled.sql, compiled.parameters(values or {})))
+        return run_prepared(self, session, values)
+
     event.listen(engine, "before_cursor_execute", before)
+    Prepared.all = prepared  # type: ignore[method-assign]
     try:
         yield seen
     finally:
+        Prepared.all = run_prepared  # type: ignore[method-assign]
         event.remove(engine, "before_cursor_execute", before)
 
 

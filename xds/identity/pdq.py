@@ -34,9 +34,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import (ColumnElement, CompoundSelect, Select, and_, distinct, except_, func, intersect, literal,
+from sqlalchemy import (BigInteger, ColumnElement, CompoundSelect, Select, and_, distinct, except_, func, intersect, literal,
                         or_, select, tuple_, union, union_all)
-from sqlalchemy import Row, Table
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from xds.identity import records
@@ -47,6 +47,7 @@ from xds.identity.links import NAMED
 from xds.identity.policy import IdentityPolicy
 from xds.identity.store import ACTIVE
 from xds.model.person import Address, Identifier, PatientRecord, PersonName
+from xds.store.prepared import Prepared, one_of
 from xds.store.tables import IdentityKeyRow, IdentityOtherIdRow, IdentityPatientRow
 
 #: The use code that allows more than exact matching of a name (EntityNameUse SRCH).
@@ -291,6 +292,7 @@ _KEYS: Table = IdentityKeyRow.__table__  # type: ignore[assignment]
 _PATIENTS: Table = IdentityPatientRow.__table__  # type: ignore[assignment]
 _OTHER_IDS: Table = IdentityOtherIdRow.__table__  # type: ignore[assignment]
 _OWN = _PATIENTS.alias("own")  # made once: an alias builds its column collections
+_FOUND = _PATIENTS.alias("found")
 
 
 def _group(reqs: list[_Req], dialect: str) -> Select:
@@ -334,40 +336,51 @@ def _match(k, req: _Req) -> ColumnElement[bool]:
     return and_(kind, bound)
 
 
+def _persons_of_found(dialect: str) -> Select:
+    """The patients found (`pks`) and every active patient of their persons, in pk order. A
+    patient found is read even when a merge retired it since (PostgreSQL: each statement sees
+    the latest commits), so that the page stays whole."""
+    P, found = _PATIENTS.c, _FOUND.c
+    pks = one_of(found.pk, "pks", dialect, BigInteger)
+    return (select(P.pk, P.root, P.extension, P.person_id, P.status, P.record)
+            .where(P.person_id.in_(select(found.person_id).where(pks)),
+                   or_(P.status == ACTIVE, one_of(P.pk, "pks", dialect, BigInteger)))
+            .order_by(P.pk))
+
+
+#: One statement (one round trip) for a page, compiled once: its pks are one bound list, so
+#: the statement's text is the same for every page (an IN of 100 binds was compiled anew and
+#: parsed by the driver for each). Plain rows, not ORM objects.
+_PERSONS_OF_FOUND = Prepared(_persons_of_found)
+
+
 def _matches(session: Session, found: list[tuple[int, int]], query: PdqQuery) -> list[PdqMatch]:
     if not found:
         return []
-    P, F = IdentityPatientRow, _PATIENTS.alias("found")
-    # The patients found and every active patient of their persons, in one statement (one
-    # round trip); plain rows, not ORM objects: a page of 100 is read in about a millisecond.
-    # A patient found is read even when a merge retired it since (PostgreSQL: each statement
-    # sees the latest commits), so that the page stays whole.
-    pks = [pk for pk, _ in found]
-    rows: dict[int, Row] = {}
+    rows: dict[int, tuple] = {}
     members: dict[int, list[tuple[int, Identifier]]] = {}
-    for m in session.execute(select(P.pk, P.root, P.extension, P.person_id, P.status, P.record).where(
-            P.person_id.in_(select(F.c.person_id).where(F.c.pk.in_(pks))),
-            or_(P.status == ACTIVE, P.pk.in_(pks))).order_by(P.pk)):
-        rows[m.pk] = m
-        if m.status == ACTIVE:
-            members.setdefault(m.person_id, []).append((m.pk, Identifier(m.root, m.extension)))
+    for row in _PERSONS_OF_FOUND.all(session, {"pks": [pk for pk, _ in found]}):
+        pk, root, extension, person_id, status, _record = row
+        rows[pk] = row
+        if status == ACTIVE:
+            members.setdefault(person_id, []).append((pk, Identifier(root, extension)))
     wanted = list(dict.fromkeys(query.scoping_organizations))
     matches = []
     for pk, score in found:
-        row = rows[pk]
-        others = [i for member, i in members.get(row.person_id, []) if member != pk]
+        _pk, root, extension, person_id, _status, stored = rows[pk]
+        others = [i for member, i in members.get(person_id, []) if member != pk]
         if wanted:
             # The patient's own id counts for its own domain.
-            have = {i.root for i in others} | {row.root}
+            have = {i.root for i in others} | {root}
             others = [i for i in others if i.root in wanted]
             missing = [d for d in wanted if d not in have]
         else:
             missing = []
-        record = records.from_json(row.record)
+        record = records.from_json(stored)
         # The ids as the record's source wrote them, with the assigningAuthorityName it gave
         # (ids are equal whatever their name says)
         named = {i: i for i in (*record.ids, *record.other_ids) if i.assigning_authority_name}
-        own = Identifier(row.root, row.extension)
+        own = Identifier(root, extension)
         matches.append(PdqMatch(named.get(own, own), record, score, [named.get(i, i) for i in others],
-                                missing, row.person_id))
+                                missing, person_id))
     return matches

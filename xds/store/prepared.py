@@ -29,20 +29,25 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.types import TypeEngine
 
 #: A bind's value when none was written into the statement: the caller must give it.
 _REQUIRED = object()
 
 
 class _ValueList(TypeDecorator):
-    """A list bound as one parameter: a text[] array on PostgreSQL, JSON text on SQLite."""
+    """A list bound as one parameter: an array of `item` on PostgreSQL, JSON text on SQLite."""
 
     impl = String
     cache_ok = True
 
+    def __init__(self, item: type[TypeEngine] = String):
+        super().__init__()
+        self.item = item
+
     def load_dialect_impl(self, dialect: Dialect):
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(ARRAY(String))
+            return dialect.type_descriptor(ARRAY(self.item))
         return dialect.type_descriptor(String())
 
     def process_bind_param(self, value: Iterable[Any] | None, dialect: Dialect):
@@ -50,9 +55,10 @@ class _ValueList(TypeDecorator):
         return values if dialect.name == "postgresql" else json.dumps(values)
 
 
-def one_of(column: ColumnElement, name: str, dialect: str) -> ColumnElement[bool]:
-    """`column` is one of the values of the list parameter `name` (a list, tuple or set)."""
-    listed = bindparam(name, type_=_ValueList())
+def one_of(column: ColumnElement, name: str, dialect: str, item: type[TypeEngine] = String) -> ColumnElement[bool]:
+    """`column` is one of the values of the list parameter `name` (a list, tuple or set of
+    `item`s: text unless said)."""
+    listed = bindparam(name, type_=_ValueList(item))
     if dialect == "postgresql":
         return column == any_(listed)
     return column.in_(select(func.json_each(listed).table_valued("value").c.value))
