@@ -167,6 +167,30 @@ def test_ping(engine):
     assert not db.ping(unreachable)
 
 
+def test_a_pooled_connection_the_server_cut_while_it_rested_is_replaced(engine, monkeypatch):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL connection pool")
+    pings = []
+    ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(c) or ping(c))
+    with engine.connect() as c:
+        pid = c.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    # Used a moment ago: not pinged again (no round trip per request)
+    with engine.connect() as c:
+        assert c.exec_driver_sql("SELECT pg_backend_pid()").scalar() == pid
+    assert pings == []
+    # The server ends it while it rests in the pool (a restart, an idle timeout) ...
+    killer = db.make_engine(engine.url)
+    with killer.connect() as k:
+        assert k.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar()
+    killer.dispose()
+    # ... and it has rested longer than IDLE_PING: the ping finds it gone, the pool gives another
+    monkeypatch.setattr(db, "IDLE_PING", 0.0)
+    with engine.connect() as c:
+        assert c.exec_driver_sql("SELECT pg_backend_pid()").scalar() not in (pid, None)
+    assert pings
+
+
 def test_dtm_padded():
     assert dtm.padded("2025") == "20250000000000"
     assert dtm.padded("20250301101500") == "20250301101500"
