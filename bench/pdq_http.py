@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lxml import etree
@@ -31,6 +31,7 @@ from bench.pdq_corpus import Corpus, expected, query_for
 from xds.hl7v3 import pdq as hl7_pdq
 from xds.hl7v3.datatypes import Interval
 from xds.identity.pdq import PdqQuery
+from xds.model.person import Identifier, PersonName
 from xds.soap import build_envelope, parse_response
 
 ACTION = "urn:hl7-org:v3:PRPA_IN201305UV02"
@@ -146,11 +147,11 @@ end
 
 
 def run_wrk(base: str, path: str, bodies: list[bytes], marker: str, clients: int, duration: float,
-            max_requests: int) -> dict:
+            max_requests: int, content_type: str = CONTENT_TYPE) -> dict:
     threads = 1 if clients == 1 else 2
     listed = ",\n".join(f"[==[{b.decode()}]==]" for b in bodies)
     script = (_LUA.replace("@BODIES@", listed).replace("@NONCE@", NONCE).replace("@MARKER@", marker)
-              .replace("@LIMIT@", str(max(1, max_requests // threads))).replace("@CONTENT_TYPE@", CONTENT_TYPE)
+              .replace("@LIMIT@", str(max(1, max_requests // threads))).replace("@CONTENT_TYPE@", content_type)
               .replace("@PATH@", path))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False, encoding="utf-8") as f:
         f.write(script)
@@ -171,14 +172,14 @@ def run_wrk(base: str, path: str, bodies: list[bytes], marker: str, clients: int
 def _python_client(args) -> tuple[list[float], int]:
     import http.client
 
-    port, path, bodies, marker, deadline, limit = args
+    port, path, bodies, marker, deadline, limit, content_type = args
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies, failures, n = [], 0, 0
     while time.monotonic() < deadline and n < limit:
         data = fresh(bodies[n % len(bodies)])
         n += 1
         start = time.perf_counter()
-        connection.request("POST", path, data, {"Content-Type": CONTENT_TYPE})
+        connection.request("POST", path, data, {"Content-Type": content_type})
         response = connection.getresponse()
         answer = response.read()
         latencies.append(time.perf_counter() - start)
@@ -190,13 +191,13 @@ def _python_client(args) -> tuple[list[float], int]:
 
 
 def run_python(base: str, path: str, bodies: list[bytes], marker: str, clients: int, duration: float,
-               max_requests: int) -> dict:
+               max_requests: int, content_type: str = CONTENT_TYPE) -> dict:
     import multiprocessing
 
     port = int(base.rsplit(":", 1)[1])
     start = time.monotonic()
-    jobs = [(port, path, bodies[i::clients] or bodies, marker, start + duration, max(1, max_requests // clients))
-            for i in range(clients)]
+    jobs = [(port, path, bodies[i::clients] or bodies, marker, start + duration, max(1, max_requests // clients),
+             content_type) for i in range(clients)]
     with multiprocessing.get_context("fork").Pool(clients) as pool:
         results = pool.map(_python_client, jobs)
     seconds = time.monotonic() - start
@@ -251,8 +252,66 @@ def measure(base: str, corpus: Corpus, kinds, clients_list, duration: float, max
     return figures
 
 
+# --- ITI-44 Patient Identity Feed --------------------------------------------------------------------
+
+FEED_ACTION = "urn:hl7-org:v3:PRPA_IN201301UV02"
+FEED_CONTENT_TYPE = f'application/soap+xml; charset=UTF-8; action="{FEED_ACTION}"'
+#: The hospital whose new patients the feeds add: a domain, a family name (試験 / シケン / SHIKEN)
+#: and birth years (1900-1924) that no corpus patient has, so that no PDQ answer the benchmark
+#: checks ever changes, however often it runs.
+FEED_DOMAIN = "1.2.392.200119.6.102.99"
+FEED_FAMILY = ("試験", "シケン", "SHIKEN")
+#: In every accepted feed's acknowledgement.
+FEED_MARKER = '<typeCode code="AA"/>'
+
+
+def feed_body(n: int, corpus: Corpus, path: str, run: str) -> bytes:
+    """PRPA_IN201301UV02 of a new patient of FEED_DOMAIN: corpus patient n's address and telecom,
+    a name and birth date of its own. The id's extension and the given name are `run` (new for
+    each measurement) and the nonce the client replaces per request: each request adds a patient
+    never seen, which the demographic rule looks for among the million (and does not find)."""
+    from xds.hl7v3 import feed
+
+    record = corpus.record(n)
+    rng = random.Random(n)
+    names = [PersonName(family=(family,), given=(run + NONCE,), uses=("L", use))
+             for family, use in zip(FEED_FAMILY, ("IDE", "SYL", "ABC"))]
+    record = replace(record, ids=[Identifier(FEED_DOMAIN, run + NONCE)], other_ids=[], names=names,
+                     birth_time=f"{rng.randrange(1900, 1925)}{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}",
+                     provider_organization=FEED_DOMAIN, sender=FEED_DOMAIN)
+    message = feed.record_added(record, sender=FEED_DOMAIN, receiver=SUPPLIER, message_id=MESSAGE_ID)
+    return build_envelope(message, FEED_ACTION, to=f"http://127.0.0.1{path}", message_id=f"urn:uuid:{MESSAGE_ID}")
+
+
+def measure_feeds(base: str, corpus: Corpus, clients_list, duration: float, max_requests: int) -> list[HttpFigure]:
+    """ITI-44 feeds (each a new patient) per second beside the floor (/null, the same bodies)."""
+    client = "wrk" if shutil.which("wrk") else "python"
+    run = run_wrk if client == "wrk" else run_python
+    figures = []
+    for clients in clients_list:
+        rng = random.Random(clients)
+        numbers = [rng.randrange(corpus.patients) for _ in range(300)]
+        tag = os.urandom(4).hex()
+        floor = run(base, "/null", [feed_body(n, corpus, "/null", tag) for n in numbers],
+                    "ResponseStatusType:Success", clients, duration, max_requests, FEED_CONTENT_TYPE)
+        real = run(base, "/pix", [feed_body(n, corpus, "/pix", tag) for n in numbers], FEED_MARKER, clients,
+                   duration, max_requests, FEED_CONTENT_TYPE)
+        floor_rate = floor["requests"] / floor["seconds"]
+        rate = real["requests"] / real["seconds"]
+        figures.append(HttpFigure("feed (ITI-44)", "/null", clients, floor["requests"], round(floor_rate, 1),
+                                  round(floor["p50_ms"], 2), round(floor["p99_ms"], 2), floor["failures"],
+                                  None, None, client))
+        figures.append(HttpFigure("feed (ITI-44)", "/pix", clients, real["requests"], round(rate, 1),
+                                  round(real["p50_ms"], 2), round(real["p99_ms"], 2), real["failures"],
+                                  round(floor_rate, 1), round(rate / floor_rate, 3), client))
+        print(f"  HTTP feed (ITI-44)          c={clients}  {rate:8.1f}/s (floor {floor_rate:8.1f}/s, ratio "
+              f"{rate / floor_rate:.3f})  p50 {real['p50_ms']:7.2f} ms  p99 {real['p99_ms']:7.2f} ms  "
+              f"failed={real['failures']}+{floor['failures']}", flush=True)
+    return figures
+
+
 def run(url: str, corpus: Corpus, kinds, clients_list, duration: float, max_requests: int, workers: int,
-        data_dir: Path) -> dict:
+        data_dir: Path, feeds: bool = True) -> dict:
     from bench.run import Server
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -260,4 +319,6 @@ def run(url: str, corpus: Corpus, kinds, clients_list, duration: float, max_requ
         checked = check(server.base, corpus, kinds)
         print(f"  HTTP: {checked} answers of /pdq as the corpus predicts", flush=True)
         figures = measure(server.base, corpus, kinds, clients_list, duration, max_requests)
+        if feeds:
+            figures += measure_feeds(server.base, corpus, clients_list, duration, max_requests)
     return {"workers": workers, "checked": checked, "figures": [f.__dict__ for f in figures]}

@@ -115,3 +115,28 @@ def test_the_http_bodies_ask_what_the_in_process_queries_ask(kind):
     read = read_pdq_query(message)
     assert read.ok, read.problems
     assert search_query(read) == query
+
+
+def test_the_feed_bodies_add_a_new_patient_per_request_that_no_measured_query_finds():
+    # bench/pdq_http.py's ITI-44 bodies: a valid feed, a new id per request (the client's nonce),
+    # and a name and birth date no corpus patient has, so the answers the bench checks never change.
+    from lxml import etree
+
+    from bench import pdq_http
+    from bench.pdq_corpus import YEARS
+    from xds.hl7v3.feed import read_patient_feed
+
+    corpus = Corpus(300)
+    body = pdq_http.feed_body(7, corpus, "/pix", "0a0b0c0d")
+    fed = []
+    for _ in range(2):
+        envelope = etree.fromstring(pdq_http.fresh(body))
+        feed = read_patient_feed(envelope.find("{http://www.w3.org/2003/05/soap-envelope}Body")[0])
+        assert feed.ok, feed.problems
+        fed.append(feed.patient)
+    [first, second] = fed
+    assert first.ids[0].root == pdq_http.FEED_DOMAIN and first.ids[0].extension.startswith("0a0b0c0d")
+    assert first.ids[0] != second.ids[0] and first.names[0].given != second.names[0].given
+    families = {f for family in FAMILIES for f in (family.kanji, family.old, family.kana, family.romaji)}
+    assert not {name.family[0] for name in first.names} & families
+    assert int(first.birth_time[:4]) < min(YEARS)
