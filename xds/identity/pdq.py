@@ -34,8 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import (BigInteger, ColumnElement, CompoundSelect, Select, and_, distinct, except_, func, intersect, literal,
-                        or_, select, tuple_, union, union_all)
+from sqlalchemy import (BigInteger, ColumnElement, CompoundSelect, Select, and_, distinct, except_, func, intersect,
+                        literal, or_, select, tuple_, union, union_all)
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 

@@ -116,7 +116,7 @@ def _ping_when_idle(engine: Engine) -> None:
     one that rested longer than IDLE_PING is pinged before use, and replaced when the ping
     fails. Not every checkout, as pool_pre_ping does: under load a connection rests for
     milliseconds, and the ping was one more round trip per request (GetDocuments p50 -10-25%
-    without it, in process at 1,000,000). A connection the server dropped meanwhile fails its
+    without it, in process on PostgreSQL). A connection the server dropped meanwhile fails its
     request, which is answered as any database error is, and the pool is renewed."""
     rested = "xds_checked_in"
 
