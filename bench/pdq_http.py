@@ -225,30 +225,38 @@ class HttpFigure:
     client: str
 
 
-def measure(base: str, corpus: Corpus, kinds, clients_list, duration: float, max_requests: int) -> list[HttpFigure]:
-    """Per client count and kind: the floor (/null, the kind's bodies), then /pdq."""
+def beside_floor(base: str, kind: str, path: str, bodies: tuple[list[bytes], list[bytes]], marker: str,
+                 clients: int, duration: float, max_requests: int,
+                 content_type: str = CONTENT_TYPE) -> list[HttpFigure]:
+    """The floor (/null with the first bodies) and then `path` (the second), each figure with
+    the floor's rate beside it."""
     client = "wrk" if shutil.which("wrk") else "python"
     run = run_wrk if client == "wrk" else run_python
+    floor_bodies, real_bodies = bodies
+    floor = run(base, "/null", floor_bodies, "ResponseStatusType:Success", clients, duration, max_requests,
+                content_type)
+    real = run(base, path, real_bodies, marker, clients, duration, max_requests, content_type)
+    floor_rate = floor["requests"] / floor["seconds"]
+    rate = real["requests"] / real["seconds"]
+    print(f"  HTTP {kind:<22} c={clients}  {rate:8.1f}/s (floor {floor_rate:8.1f}/s, ratio "
+          f"{rate / floor_rate:.3f})  p50 {real['p50_ms']:7.2f} ms  p99 {real['p99_ms']:7.2f} ms  "
+          f"failed={real['failures']}+{floor['failures']}", flush=True)
+    return [HttpFigure(kind, "/null", clients, floor["requests"], round(floor_rate, 1), round(floor["p50_ms"], 2),
+                       round(floor["p99_ms"], 2), floor["failures"], None, None, client),
+            HttpFigure(kind, path, clients, real["requests"], round(rate, 1), round(real["p50_ms"], 2),
+                       round(real["p99_ms"], 2), real["failures"], round(floor_rate, 1), round(rate / floor_rate, 3),
+                       client)]
+
+
+def measure(base: str, corpus: Corpus, kinds, clients_list, duration: float, max_requests: int) -> list[HttpFigure]:
+    """Per client count and kind: the floor (/null, the kind's bodies), then /pdq."""
     figures = []
     for clients in clients_list:
         for kind in kinds:
             rng = random.Random(hash((kind, clients)) & 0xFFFF)
             numbers = [rng.randrange(corpus.patients) for _ in range(300)]
-            floor = run(base, "/null", [body(query_for(kind, n, corpus), "/null") for n in numbers],
-                        "ResponseStatusType:Success", clients, duration, max_requests)
-            real = run(base, "/pdq", [body(query_for(kind, n, corpus), "/pdq") for n in numbers], MARKER,
-                       clients, duration, max_requests)
-            floor_rate = floor["requests"] / floor["seconds"]
-            rate = real["requests"] / real["seconds"]
-            figures.append(HttpFigure(kind, "/null", clients, floor["requests"], round(floor_rate, 1),
-                                      round(floor["p50_ms"], 2), round(floor["p99_ms"], 2), floor["failures"],
-                                      None, None, client))
-            figures.append(HttpFigure(kind, "/pdq", clients, real["requests"], round(rate, 1),
-                                      round(real["p50_ms"], 2), round(real["p99_ms"], 2), real["failures"],
-                                      round(floor_rate, 1), round(rate / floor_rate, 3), client))
-            print(f"  HTTP {kind:<22} c={clients}  {rate:8.1f}/s (floor {floor_rate:8.1f}/s, ratio "
-                  f"{rate / floor_rate:.3f})  p50 {real['p50_ms']:7.2f} ms  p99 {real['p99_ms']:7.2f} ms  "
-                  f"failed={real['failures']}+{floor['failures']}", flush=True)
+            bodies = tuple([body(query_for(kind, n, corpus), path) for n in numbers] for path in ("/null", "/pdq"))
+            figures += beside_floor(base, kind, "/pdq", bodies, MARKER, clients, duration, max_requests)
     return figures
 
 
@@ -285,33 +293,19 @@ def feed_body(n: int, corpus: Corpus, path: str, run: str) -> bytes:
 
 def measure_feeds(base: str, corpus: Corpus, clients_list, duration: float, max_requests: int) -> list[HttpFigure]:
     """ITI-44 feeds (each a new patient) per second beside the floor (/null, the same bodies)."""
-    client = "wrk" if shutil.which("wrk") else "python"
-    run = run_wrk if client == "wrk" else run_python
     figures = []
     for clients in clients_list:
         rng = random.Random(clients)
         numbers = [rng.randrange(corpus.patients) for _ in range(300)]
         tag = os.urandom(4).hex()
-        floor = run(base, "/null", [feed_body(n, corpus, "/null", tag) for n in numbers],
-                    "ResponseStatusType:Success", clients, duration, max_requests, FEED_CONTENT_TYPE)
-        real = run(base, "/pix", [feed_body(n, corpus, "/pix", tag) for n in numbers], FEED_MARKER, clients,
-                   duration, max_requests, FEED_CONTENT_TYPE)
-        floor_rate = floor["requests"] / floor["seconds"]
-        rate = real["requests"] / real["seconds"]
-        figures.append(HttpFigure("feed (ITI-44)", "/null", clients, floor["requests"], round(floor_rate, 1),
-                                  round(floor["p50_ms"], 2), round(floor["p99_ms"], 2), floor["failures"],
-                                  None, None, client))
-        figures.append(HttpFigure("feed (ITI-44)", "/pix", clients, real["requests"], round(rate, 1),
-                                  round(real["p50_ms"], 2), round(real["p99_ms"], 2), real["failures"],
-                                  round(floor_rate, 1), round(rate / floor_rate, 3), client))
-        print(f"  HTTP feed (ITI-44)          c={clients}  {rate:8.1f}/s (floor {floor_rate:8.1f}/s, ratio "
-              f"{rate / floor_rate:.3f})  p50 {real['p50_ms']:7.2f} ms  p99 {real['p99_ms']:7.2f} ms  "
-              f"failed={real['failures']}+{floor['failures']}", flush=True)
+        bodies = tuple([feed_body(n, corpus, path, tag) for n in numbers] for path in ("/null", "/pix"))
+        figures += beside_floor(base, "feed (ITI-44)", "/pix", bodies, FEED_MARKER, clients, duration, max_requests,
+                                FEED_CONTENT_TYPE)
     return figures
 
 
 def run(url: str, corpus: Corpus, kinds, clients_list, duration: float, max_requests: int, workers: int,
-        data_dir: Path, feeds: bool = True) -> dict:
+        data_dir: Path) -> dict:
     from bench.run import Server
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -319,6 +313,5 @@ def run(url: str, corpus: Corpus, kinds, clients_list, duration: float, max_requ
         checked = check(server.base, corpus, kinds)
         print(f"  HTTP: {checked} answers of /pdq as the corpus predicts", flush=True)
         figures = measure(server.base, corpus, kinds, clients_list, duration, max_requests)
-        if feeds:
-            figures += measure_feeds(server.base, corpus, clients_list, duration, max_requests)
+        figures += measure_feeds(server.base, corpus, clients_list, duration, max_requests)
     return {"workers": workers, "checked": checked, "figures": [f.__dict__ for f in figures]}
