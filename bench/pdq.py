@@ -40,6 +40,7 @@ from sqlalchemy.engine import make_url
 
 from bench.pdq_corpus import KINDS, Corpus, expected, query_for
 from bench.pdq_http import FEED_DOMAIN
+from bench.run import warm
 from bench.pdq_load import POLICY, load
 from xds.identity import pdq, records
 from xds.store import db
@@ -296,6 +297,8 @@ def run_database(url: str, corpus: Corpus, args) -> dict:
     report: dict = {"database": backend, "patients": corpus.patients, "page": args.page}
     report |= ensure_loaded(url, corpus, args.workers)
     report["disk_bytes"] = disk_use(url)
+    report["warmed"] = warm(url)
+    print(f"  {report['warmed']}", flush=True)
     engine = db.make_engine(url)
     start = time.monotonic()
     checked = check_answers(engine, corpus, samples=args.samples, page=args.page)
