@@ -40,8 +40,8 @@ from sqlalchemy.engine import make_url
 
 from bench.pdq_corpus import KINDS, Corpus, expected, query_for
 from bench.pdq_http import FEED_DOMAIN
-from bench.run import warm
 from bench.pdq_load import POLICY, load
+from bench.run import warm
 from xds.identity import pdq, records
 from xds.store import db
 from xds.store.tables import IdentityPatientRow

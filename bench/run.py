@@ -372,18 +372,19 @@ def warm(database: str) -> str:
     try:
         with engine.begin() as connection:
             connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_prewarm"))
-            blocks = connection.execute(text(
+            read = connection.execute(text(
                 "WITH own AS (SELECT c.oid, c.relkind, c.reltoastrelid FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'i')), "
                 "relations AS (SELECT oid FROM own UNION ALL "
                 "SELECT reltoastrelid FROM own WHERE relkind = 'r' AND reltoastrelid <> 0) "
-                "SELECT coalesce(sum(pg_prewarm(oid, 'read')), 0)::bigint FROM relations")).scalar_one()
+                "SELECT coalesce(sum(pg_prewarm(oid, 'read')), 0)::bigint * current_setting('block_size')::bigint "
+                "FROM relations")).scalar_one()
     except Exception as e:  # noqa: BLE001 - a server without the contrib modules: measured cold
         return f"not warmed ({str(e).splitlines()[0]})"
     finally:
         engine.dispose()
-    return f"{blocks * 8192 / 1e9:.2f} GB of PostgreSQL relations read into the cache in {time.monotonic() - start:.0f} s"
+    return f"{read / 1e9:.2f} GB of PostgreSQL relations read into the cache in {time.monotonic() - start:.0f} s"
 
 
 def disk_use(database: str) -> dict:
