@@ -6,6 +6,8 @@ Every test runs on SQLite and on PostgreSQL (see conftest.database_url).
 from __future__ import annotations
 
 import multiprocessing
+import threading
+import time
 import uuid
 
 import pytest
@@ -159,6 +161,39 @@ def test_sqlite_write_session_begins_immediate(tmp_path):
     finally:
         engine.dispose()
         impatient.dispose()
+
+
+def test_a_waiting_sqlite_writer_takes_the_write_lock_once_it_is_freed(tmp_path, monkeypatch):
+    """A writer finding the write lock taken tries again (every millisecond, not in SQLite's
+    growing sleeps) and gets it when the holder commits; its busy_timeout is as set after."""
+    url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    db.upgrade(url)
+    holder_engine, waiter_engine = db.make_engine(url), db.make_engine(url, busy_timeout=30)
+    waiting = threading.Event()
+    sleep = time.sleep
+    monkeypatch.setattr(db.time, "sleep", lambda seconds: (waiting.set(), sleep(seconds)))
+    outcome: list[object] = []
+
+    def waiter() -> None:
+        try:
+            with db.write_session(waiter_engine) as session:
+                session.execute(select(1))
+                outcome.append(session.connection().exec_driver_sql("PRAGMA busy_timeout").scalar())
+        except Exception as e:  # noqa: BLE001 - reported below
+            outcome.append(e)
+
+    try:
+        with db.write_session(holder_engine) as session:
+            session.execute(select(1))  # BEGIN IMMEDIATE: the write lock is ours
+            thread = threading.Thread(target=waiter)
+            thread.start()
+            assert waiting.wait(30), "the second writer never found the lock taken"
+            assert not outcome  # still waiting while we hold it
+        thread.join(30)
+        assert outcome == [30000]
+    finally:
+        holder_engine.dispose()
+        waiter_engine.dispose()
 
 
 def test_ping(engine):

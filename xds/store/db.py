@@ -102,7 +102,14 @@ def make_engine(url: str | URL, busy_timeout: float = 10.0) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
         mode = connection.get_execution_options().get(_BEGIN, "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if mode == "IMMEDIATE":
+            try:
+                _begin_immediate(connection.connection.driver_connection, busy_timeout)
+            except sqlite3.Error as e:  # raised as SQLAlchemy's, as a statement's error is
+                raise exc.DBAPIError.instance("BEGIN IMMEDIATE", None, e, sqlite3.Error,
+                                              dialect=connection.dialect) from e
+        else:
+            connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 
@@ -136,6 +143,40 @@ def _ping_when_idle(engine: Engine) -> None:
             # The pool discards this connection and checks out another (SQLAlchemy's own
             # pessimistic disconnect handling).
             raise exc.DisconnectionError(f"a pooled connection is gone: {e}") from e
+
+
+#: How long a writer waiting for SQLite's write lock sleeps between two tries: short, and not
+#: growing (SQLite's own busy handler sleeps 1, 2, 5 ... up to 100 ms, so that a writer that
+#: has waited a while sleeps through the lock's release and the next one it could have had).
+_WRITER_POLL = 0.001
+
+
+def _begin_immediate(driver, busy_timeout: float) -> None:
+    """BEGIN IMMEDIATE, waiting up to `busy_timeout` for the write lock another connection holds.
+
+    Writers in other processes and threads take SQLite's one write lock in turn. Left to
+    SQLite's busy handler, a waiting writer sleeps in growing steps up to 100 ms, and the lock
+    often lies free while every waiter sleeps: at 8 clients over 2 workers register ran no
+    faster than at one, with a p99 of 0.7-1.9 s. Here BEGIN IMMEDIATE does not wait
+    (busy_timeout 0 for it) and is tried again every millisecond until the deadline; then it
+    fails as SQLite's own wait would ("database is locked"), answered XDSRegistryBusy."""
+    deadline = time.monotonic() + busy_timeout
+    cursor = driver.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(_WRITER_POLL)
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    finally:
+        cursor.close()
 
 
 def _enable_wal(cursor, timeout: float) -> None:
