@@ -146,8 +146,7 @@ def _ping_when_idle(engine: Engine) -> None:
 
 
 #: How long a writer waiting for SQLite's write lock sleeps between two tries: short, and not
-#: growing (SQLite's own busy handler sleeps 1, 2, 5 ... up to 100 ms, so that a writer that
-#: has waited a while sleeps through the lock's release and the next one it could have had).
+#: growing as SQLite's own busy handler's sleeps do (1, 2, 5 ... up to 100 ms).
 _WRITER_POLL = 0.001
 
 
@@ -155,11 +154,12 @@ def _begin_immediate(driver, busy_timeout: float) -> None:
     """BEGIN IMMEDIATE, waiting up to `busy_timeout` for the write lock another connection holds.
 
     Writers in other processes and threads take SQLite's one write lock in turn. Left to
-    SQLite's busy handler, a waiting writer sleeps in growing steps up to 100 ms, and the lock
-    often lies free while every waiter sleeps: at 8 clients over 2 workers register ran no
-    faster than at one, with a p99 of 0.7-1.9 s. Here BEGIN IMMEDIATE does not wait
-    (busy_timeout 0 for it) and is tried again every millisecond until the deadline; then it
-    fails as SQLite's own wait would ("database is locked"), answered XDSRegistryBusy."""
+    SQLite's busy handler, a writer that has waited a while sleeps up to 100 ms between tries,
+    through releases of the lock that others take first: at 8 clients over 2 workers a
+    registration's p99 was 0.6-1.9 s (0.16-0.18 s this way, bench/RESULTS.md). Here BEGIN
+    IMMEDIATE does not wait (busy_timeout 0 for it) and is tried again every millisecond until
+    the deadline; then it fails as SQLite's own wait would ("database is locked"), answered
+    XDSRegistryBusy."""
     deadline = time.monotonic() + busy_timeout
     cursor = driver.cursor()
     try:
