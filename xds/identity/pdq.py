@@ -341,9 +341,8 @@ def _persons_of_found(dialect: str) -> Select:
     patient found is read even when a merge retired it since (PostgreSQL: each statement sees
     the latest commits), so that the page stays whole."""
     P, found = _PATIENTS.c, _FOUND.c
-    pks = one_of(found.pk, "pks", dialect, BigInteger)
     return (select(P.pk, P.root, P.extension, P.person_id, P.status, P.record)
-            .where(P.person_id.in_(select(found.person_id).where(pks)),
+            .where(P.person_id.in_(select(found.person_id).where(one_of(found.pk, "pks", dialect, BigInteger))),
                    or_(P.status == ACTIVE, one_of(P.pk, "pks", dialect, BigInteger)))
             .order_by(P.pk))
 

@@ -160,23 +160,29 @@ def _begin_immediate(driver, busy_timeout: float) -> None:
     IMMEDIATE does not wait (busy_timeout 0 for it) and is tried again every millisecond until
     the deadline; then it fails as SQLite's own wait would ("database is locked"), answered
     XDSRegistryBusy."""
-    deadline = time.monotonic() + busy_timeout
     cursor = driver.cursor()
     try:
         cursor.execute("PRAGMA busy_timeout = 0")
         try:
-            while True:
-                try:
-                    cursor.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as e:
-                    if "locked" not in str(e) or time.monotonic() >= deadline:
-                        raise
-                time.sleep(_WRITER_POLL)
+            _while_locked(cursor, "BEGIN IMMEDIATE", busy_timeout, _WRITER_POLL)
         finally:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     finally:
         cursor.close()
+
+
+def _while_locked(cursor, sql: str, timeout: float, pause: float) -> None:
+    """Run `sql`, again every `pause` seconds while SQLite answers "database is locked" at once,
+    for at most `timeout` seconds; then its error is raised."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute(sql)
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
 
 
 def _enable_wal(cursor, timeout: float) -> None:
@@ -189,15 +195,7 @@ def _enable_wal(cursor, timeout: float) -> None:
     """
     if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
         return
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    _while_locked(cursor, "PRAGMA journal_mode = WAL", timeout, 0.02)
 
 
 def make_sessionmaker(engine: Engine, *, write: bool = False) -> sessionmaker[Session]:
