@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -32,6 +33,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import Pool
+
+from xds.store.group_commit import DEADLINE, GroupCommit
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -39,6 +43,10 @@ T = TypeVar("T")
 
 #: Execution option read by the SQLite "begin" hook: which BEGIN to emit.
 _BEGIN = "xds_sqlite_begin"
+
+#: The group commit of each SQLite engine made here, by its connection pool (which the engine's
+#: copies with other execution options share).
+_GROUPS: weakref.WeakKeyDictionary[Pool, GroupCommit] = weakref.WeakKeyDictionary()
 
 
 def _normalize(url: str | URL) -> URL:
@@ -101,16 +109,20 @@ def make_engine(url: str | URL, busy_timeout: float = 10.0) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
-        mode = connection.get_execution_options().get(_BEGIN, "DEFERRED")
+        options = connection.get_execution_options()
+        mode = options.get(_BEGIN, "DEFERRED")
         if mode == "IMMEDIATE":
+            deadline = options.get(DEADLINE)
+            timeout = busy_timeout if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                _begin_immediate(connection.connection.driver_connection, busy_timeout)
+                _begin_immediate(connection.connection.driver_connection, timeout, busy_timeout)
             except sqlite3.Error as e:  # raised as SQLAlchemy's, as a statement's error is
                 raise exc.DBAPIError.instance("BEGIN IMMEDIATE", None, e, sqlite3.Error,
                                               dialect=connection.dialect) from e
         else:
             connection.exec_driver_sql(f"BEGIN {mode}")
 
+    _GROUPS[engine.pool] = GroupCommit(busy_timeout)
     return engine
 
 
@@ -150,8 +162,8 @@ def _ping_when_idle(engine: Engine) -> None:
 _WRITER_POLL = 0.001
 
 
-def _begin_immediate(driver, busy_timeout: float) -> None:
-    """BEGIN IMMEDIATE, waiting up to `busy_timeout` for the write lock another connection holds.
+def _begin_immediate(driver, timeout: float, busy_timeout: float) -> None:
+    """BEGIN IMMEDIATE, waiting up to `timeout` for the write lock another connection holds.
 
     Writers in other processes and threads take SQLite's one write lock in turn. Left to
     SQLite's busy handler, a writer that has waited a while sleeps up to 100 ms between tries,
@@ -164,7 +176,7 @@ def _begin_immediate(driver, busy_timeout: float) -> None:
     try:
         cursor.execute("PRAGMA busy_timeout = 0")
         try:
-            _while_locked(cursor, "BEGIN IMMEDIATE", busy_timeout, _WRITER_POLL)
+            _while_locked(cursor, "BEGIN IMMEDIATE", timeout, _WRITER_POLL)
         finally:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     finally:
@@ -202,11 +214,28 @@ def make_sessionmaker(engine: Engine, *, write: bool = False) -> sessionmaker[Se
     """Sessions on `engine`; `write=True` for those whose transactions write.
 
     On SQLite a write session's transaction begins IMMEDIATE (see the module's docstring):
-    give the register step a write sessionmaker, the query step a plain one.
+    give the register step a write sessionmaker, the query step a plain one. Its `begin()`
+    joins the process's group commit (xds.store.group_commit) on an engine made by make_engine.
     """
     # expire_on_commit=False: objects read in a finished transaction stay usable (we hand
     # plain rows to the protocol code, not live ORM objects, so nothing goes stale silently).
-    return sessionmaker(_writer(engine) if write else _reader(engine), expire_on_commit=False)
+    if not write:
+        return sessionmaker(_reader(engine), expire_on_commit=False)
+    group = _GROUPS.get(engine.pool) if _is_sqlite(engine.url) else None
+    if group is None:
+        return sessionmaker(_writer(engine), expire_on_commit=False)
+    return _GroupSessions(_writer(engine), expire_on_commit=False, group=group)
+
+
+class _GroupSessions(sessionmaker):
+    """Write sessions whose `begin()` transactions are committed in groups (SQLite)."""
+
+    def __init__(self, bind: Engine, *, group: GroupCommit, **kw):
+        super().__init__(bind, **kw)
+        self._group = group
+
+    def begin(self):
+        return self._group.begin(self)
 
 
 def _reader(engine: Engine) -> Engine:

@@ -38,6 +38,7 @@ from xds.model import (
     SubmissionSet,
 )
 from xds.store.db import chunked
+from xds.store.group_commit import after_commit
 from xds.store.prepared import Prepared, one_of, pipeline
 from xds.store.stored_xml import utf8_size
 from xds.store.tables import (
@@ -180,7 +181,7 @@ _code_cache_lock = threading.Lock()
 
 
 def _code_cache(session: Session) -> dict[tuple[str, str], int]:
-    pool = session.get_bind().pool
+    pool = session.get_bind().engine.pool  # the bind is a Connection in a group commit
     cache = _code_caches.get(pool)
     if cache is None:
         with _code_cache_lock:
@@ -214,7 +215,7 @@ def code_ids(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[st
         read.update(_read_codes(session, new))
     pending = session.info.setdefault("xds_new_codes", {})
     if not pending:
-        event.listen(session, "after_commit", functools.partial(_remember_codes, cache), once=True)
+        after_commit(session, functools.partial(_remember_codes, cache))
         event.listen(session, "after_rollback", lambda s: s.info.pop("xds_new_codes", None), once=True)
     pending.update(read)
     found.update(read)
