@@ -11,7 +11,7 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import Engine, select, union_all
+from sqlalchemy import Engine, select, text, union_all
 from sqlalchemy.exc import IntegrityError
 
 from xds import dtm
@@ -161,6 +161,23 @@ def test_sqlite_write_session_begins_immediate(tmp_path):
     finally:
         engine.dispose()
         impatient.dispose()
+
+
+def test_postgresql_read_sessions_run_each_statement_on_its_own(engine):
+    """Under READ COMMITTED each statement sees its own snapshot, in a transaction or not: a read
+    session sends no BEGIN and no ROLLBACK (two round trips of a stored query's four). Write
+    sessions keep their transaction, and an engine set to another isolation level keeps it."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only")
+    with db.make_sessionmaker(engine)() as reader:
+        reader.execute(select(1))
+        assert reader.connection().connection.driver_connection.autocommit
+    with db.write_session(engine) as writer:
+        writer.execute(select(1))
+        assert not writer.connection().connection.driver_connection.autocommit
+    repeatable = engine.execution_options(isolation_level="REPEATABLE READ")
+    with db.make_sessionmaker(repeatable)() as reader:
+        assert reader.execute(text("SHOW transaction_isolation")).scalar() == "repeatable read"
 
 
 def test_a_waiting_sqlite_writer_takes_the_write_lock_once_it_is_freed(tmp_path, monkeypatch):

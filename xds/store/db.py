@@ -241,8 +241,13 @@ class _GroupSessions(sessionmaker):
 def _reader(engine: Engine) -> Engine:
     """The engine whose transactions begin DEFERRED on SQLite, also when `engine` is a write
     engine (a write sessionmaker's bind): a reader made from it must not queue behind writers."""
-    if _is_sqlite(engine.url) and engine.get_execution_options().get(_BEGIN, "DEFERRED") != "DEFERRED":
-        return engine.execution_options(**{_BEGIN: "DEFERRED"})
+    options = engine.get_execution_options()
+    if _is_sqlite(engine.url):
+        if options.get(_BEGIN, "DEFERRED") != "DEFERRED":
+            return engine.execution_options(**{_BEGIN: "DEFERRED"})
+        return engine
+    if "isolation_level" not in options:
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
     return engine
 
 
