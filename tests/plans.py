@@ -28,7 +28,7 @@ def statements(engine: Engine) -> Iterator[list[tuple[str, object]]]:
 
     def prepared(self, session, values=None):
         compiled, connection = self._for(session)
-        if connection.engine is engine:
+        if connection.engine.pool is engine.pool:  # the engine, or a copy with other options (a reader's)
             seen.append((compiled.sql, compiled.parameters(values or {})))
         return run_prepared(self, session, values)
 

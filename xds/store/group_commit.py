@@ -14,8 +14,8 @@ write, sync and let it go in turn. Here they queue for their worker's turn inste
   one sync for the batch. A member's block returns only once that commit is on disk, and raises
   if it failed, so that a Success answer still means a durable submission.
 
-A member whose work was undone answers at once: it has nothing to wait for. Another worker process takes
-the write lock between two batches, as it took it between two transactions before.
+A member whose work was undone answers at once: it has nothing to wait for. Another worker
+process takes the write lock between two batches, as it took it between two transactions before.
 """
 
 from __future__ import annotations
@@ -108,9 +108,9 @@ class GroupCommit:
 
     @contextlib.contextmanager
     def begin(self, sessions: sessionmaker) -> Iterator[Session]:
-        """A session whose work is one savepoint of the batch; committed (with the batch) when
-        the block ends, undone if it raises. `sessions` is bound to an engine that begins its
-        transactions IMMEDIATE (xds.store.db.make_sessionmaker)."""
+        """A session whose work is part of the batch; committed (with the batch) when the block
+        ends, undone if it raises or rolls back. `sessions` is bound to an engine that begins
+        its transactions IMMEDIATE (xds.store.db.make_sessionmaker)."""
         deadline = time.monotonic() + self._busy_timeout
         self._take_turn(deadline)
         try:
@@ -126,7 +126,8 @@ class GroupCommit:
         try:
             with sessions(bind=batch.connection, join_transaction_mode=mode) as session:
                 session.info[_ON_COMMIT] = callbacks
-                event.listen(session, "after_rollback", lambda _session: (callbacks.clear(), undone.append(True)))
+                event.listen(session, "after_rollback",
+                             lambda _session: (callbacks.clear(), undone.append(True)))
                 with session.begin():
                     yield session
         finally:
