@@ -81,6 +81,15 @@ def insert(x: int, then: Callable[[], object] = lambda: None) -> Callable:
     return work
 
 
+def holding_its_turn(engine: Engine) -> tuple[Writer, threading.Event]:
+    """A writer inside its block (inserting 1), holding its turn until the event is set."""
+    release = threading.Event()
+    first = Writer(engine, insert(1, then=lambda: release.wait(30)))
+    first.start()
+    assert first.inside.wait(30)
+    return first, release
+
+
 def batch_behind(engine: Engine, first: Writer, *others: Writer) -> None:
     """Start `first`, which holds the turn until released; then the others, once they wait."""
     first.start()
@@ -167,26 +176,35 @@ def test_a_first_member_rolled_back_leaves_the_next_ones_their_own_transaction(e
     assert committed_rows(url) == {2, 3}
 
 
-def test_when_the_database_rolled_the_batch_back_every_member_hears_it(engine, url):
-    """SQLite rolls a transaction back by itself after some errors (disk full, I/O error): the
-    members whose work was in it must not be answered as if it had been committed."""
+def rolled_back_by_the_database(session) -> None:
+    """What SQLite does after some errors (disk full, I/O error): the transaction is rolled back
+    and the statement fails."""
+    session.connection().connection.driver_connection.execute("ROLLBACK")
+    raise OSError("disk I/O error")
+
+
+def lose_a_batch(engine: Engine, first_work: Callable) -> BaseException | None | str:
+    """`first_work` as a batch's first member, and behind it a member whose statement makes the
+    database roll the batch back; the first member's outcome."""
     release = threading.Event()
+    first = Writer(engine, lambda session: (first_work(session), release.wait(30)))
+    second = Writer(engine, rolled_back_by_the_database)
+    batch_behind(engine, first, second)
+    release.set()
+    assert second.finished() is not None
+    return first.finished()
+
+
+def test_when_the_database_rolled_the_batch_back_every_member_hears_it(engine, url):
+    """The members whose work was in a batch the database rolled back must not be answered as
+    if it had been committed."""
     remembered: list[int] = []
 
     def first_work(session) -> None:
         insert(1)(session)
         after_commit(session, lambda _session: remembered.append(1))
-        release.wait(30)
 
-    def breaks(session) -> None:
-        session.connection().connection.driver_connection.execute("ROLLBACK")
-        raise OSError("disk I/O error")
-
-    first, second = Writer(engine, first_work), Writer(engine, breaks)
-    batch_behind(engine, first, second)
-    release.set()
-    assert isinstance(first.finished(), OperationalError)
-    assert second.finished() is not None
+    assert isinstance(lose_a_batch(engine, first_work), OperationalError)
     assert committed_rows(url) == set()
     assert remembered == []
     with db.write_session(engine) as session:  # the next batch starts afresh
@@ -197,10 +215,7 @@ def test_when_the_database_rolled_the_batch_back_every_member_hears_it(engine, u
 def test_a_writer_waiting_for_its_turn_longer_than_busy_timeout_is_answered_busy(url):
     engine = db.make_engine(url, busy_timeout=0.3)
     try:
-        release = threading.Event()
-        first = Writer(engine, insert(1, then=lambda: release.wait(30)))
-        first.start()
-        assert first.inside.wait(30)
+        first, release = holding_its_turn(engine)
         late = Writer(engine, insert(2))
         late.start()
         outcome = late.finished()  # before the first lets go
@@ -220,10 +235,7 @@ def test_batches_of_two_processes_take_the_write_lock_in_turn(url, engine, monke
     sleep = time.sleep
     monkeypatch.setattr(db.time, "sleep", lambda seconds: (locked_out.set(), sleep(seconds)))
     try:
-        release = threading.Event()
-        first = Writer(engine, insert(1, then=lambda: release.wait(30)))
-        first.start()
-        assert first.inside.wait(30)
+        first, release = holding_its_turn(engine)
         elsewhere = Writer(other, insert(2))
         elsewhere.start()
         assert locked_out.wait(30), "the other process's writer never found the lock taken"
@@ -242,21 +254,10 @@ def test_code_ids_of_a_batch_that_failed_are_not_remembered(tmp_path):
     db.upgrade(url)
     engine = db.make_engine(url)
     try:
-        release = threading.Event()
-
         def adds_a_code(session) -> None:
             registry.code_ids(session, [("classCode", "lost^^^1.2.3")])
-            release.wait(30)
 
-        def breaks(session) -> None:
-            session.connection().connection.driver_connection.execute("ROLLBACK")
-            raise OSError("disk I/O error")
-
-        first, second = Writer(engine, adds_a_code), Writer(engine, breaks)
-        batch_behind(engine, first, second)
-        release.set()
-        assert isinstance(first.finished(), OperationalError)
-        second.finished()
+        assert isinstance(lose_a_batch(engine, adds_a_code), OperationalError)
         with db.write_session(engine) as session:
             other = registry.code_ids(session, [("classCode", "other^^^1.2.3")])
             again = registry.code_ids(session, [("classCode", "lost^^^1.2.3")])
