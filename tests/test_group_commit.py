@@ -212,6 +212,25 @@ def test_when_the_database_rolled_the_batch_back_every_member_hears_it(engine, u
     assert committed_rows(url) == {4}
 
 
+def test_a_member_whose_savepoint_rolled_back_still_waits_for_the_batch(engine, url):
+    """A savepoint of its own (begin_nested) rolled back undoes that part only: the rest of the
+    member's work is in the batch, and it hears the batch's outcome."""
+    remembered: list[int] = []
+
+    def partly_refused(session) -> None:
+        try:
+            with session.begin_nested():
+                insert(2)(session)
+                raise ValueError("refused")
+        except ValueError:
+            pass
+        insert(1)(session)
+        after_commit(session, lambda _session: remembered.append(1))
+
+    assert isinstance(lose_a_batch(engine, partly_refused), OperationalError)
+    assert committed_rows(url) == set() and remembered == []
+
+
 def test_a_writer_waiting_for_its_turn_longer_than_busy_timeout_is_answered_busy(url):
     engine = db.make_engine(url, busy_timeout=0.3)
     try:

@@ -1015,8 +1015,11 @@ def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bo
     shape = (_shape(query, params, named, dialect, leaf_class, (limit is None, max_bytes is None))
              if visible is None else None)
     statements = _shapes.get(shape) if shape is not None else None
-    conditions = selection(query, _with_subject(params, named), dialect) if statements is None else None
-    resolve = conditions.pop(RESOLVE, None) if conditions is not None else statements[RESOLVE]
+    if statements is None:
+        conditions = selection(query, _with_subject(params, named), dialect)
+        resolve = conditions.pop(RESOLVE, None)
+    else:
+        resolve = statements[RESOLVE]
     given = {SUBJECT: subject} if subject is not None else {}
     if resolve is not None and not _resolve(session, resolve, given):
         return Found({kind: [] for kind in query.returns})  # no such package

@@ -221,7 +221,7 @@ def make_sessionmaker(engine: Engine, *, write: bool = False) -> sessionmaker[Se
     # plain rows to the protocol code, not live ORM objects, so nothing goes stale silently).
     if not write:
         return sessionmaker(_reader(engine), expire_on_commit=False)
-    group = _GROUPS.get(engine.pool) if _is_sqlite(engine.url) else None
+    group = _GROUPS.get(engine.pool)  # SQLite engines made by make_engine have one
     if group is None:
         return sessionmaker(_writer(engine), expire_on_commit=False)
     return _GroupSessions(_writer(engine), expire_on_commit=False, group=group)

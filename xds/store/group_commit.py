@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import sqlite3
 import threading
 import time
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 from sqlalchemy import Engine, event, exc
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 #: Execution option read by the SQLite "begin" hook: the time.monotonic() by which BEGIN
 #: IMMEDIATE must have the write lock (a member that waited for its turn has less left).
@@ -126,8 +127,7 @@ class GroupCommit:
         try:
             with sessions(bind=batch.connection, join_transaction_mode=mode) as session:
                 session.info[_ON_COMMIT] = callbacks
-                event.listen(session, "after_rollback",
-                             lambda _session: (callbacks.clear(), undone.append(True)))
+                event.listen(session, "after_soft_rollback", functools.partial(_undone, callbacks, undone))
                 with session.begin():
                     yield session
         finally:
@@ -184,6 +184,14 @@ class GroupCommit:
             batch.commit()
         finally:
             self._turn.release()
+
+
+def _undone(callbacks: list, undone: list, _session: Session, transaction: SessionTransaction) -> None:
+    """A member's rollback: of its whole work (the session's outermost transaction), or of a
+    savepoint within it (begin_nested), after which the rest of its work is still in the batch."""
+    if transaction.parent is None:
+        callbacks.clear()
+        undone.append(True)
 
 
 def _locked() -> exc.OperationalError:
