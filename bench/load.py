@@ -82,7 +82,7 @@ class RowCollector:
         for name, (columns, rows) in self.tables.items():
             if "xml" in columns:
                 at = columns.index("xml")
-                rows = [(*row[:at], stored_xml.compress(row[at]), *row[at + 1:]) for row in rows]
+                rows = [(*row[:at], stored_xml.stored(row[at]), *row[at + 1:]) for row in rows]
             out[name] = (columns, rows)
         return out
 

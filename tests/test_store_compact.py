@@ -109,6 +109,9 @@ def test_the_xml_is_stored_compressed_and_read_back_whole(registry, engine):
 def test_stored_xml_round_trips_any_text():
     for value in ("", "<a/>", "<a>髙橋 𠮷田 ｶﾀｶﾅ</a>" * 50, "x" * 100_000):
         assert stored_xml.decompress(stored_xml.compress(value)) == value
+        packed = stored_xml.pack(value)  # as register packs it before its transaction
+        assert stored_xml.decompress(stored_xml.stored(packed)) == value
+        assert stored_xml.utf8_size(packed) == stored_xml.utf8_size(value) == len(value.encode())
     with pytest.raises(ValueError, match="unknown format version"):
         stored_xml.decompress(b"\x09abc")
 

@@ -63,6 +63,7 @@ from xds.rules import error
 from xds.registry.patients import PatientDirectory, PatientList
 from xds.store import registry as store
 from xds.store.db import chunked
+from xds.store.stored_xml import Packed, pack
 from xds.store.tables import AssociationRow, DocumentEntryRow
 
 log = logging.getLogger("xds.registry")
@@ -337,7 +338,9 @@ class DocumentRegistry:
         for obj in [*sub.documents, *sub.folders]:  # first versions (ITI-57 makes the next ones)
             uuid_ = mapping.get(obj.id, obj.id)
             set_version(elements[obj.id], uuid_, "1")
-        return _Stored(mapping, elements, {mapping.get(oid, oid): serialized(element)
+        # Compressed here, not by the column type inside the write transaction (on SQLite, the
+        # write lock): a fifth of a millisecond per submission that other writers no longer wait.
+        return _Stored(mapping, elements, {mapping.get(oid, oid): pack(serialized(element))
                                            for oid, element in elements.items()}, now)
 
     def _store(self, session: Session, parsed: ParsedSubmission, stored: _Stored) -> None:
@@ -409,7 +412,7 @@ class _Stored:
 
     mapping: dict[str, str]
     elements: dict[str, etree._Element]
-    xml: dict[str, str]
+    xml: dict[str, str | Packed]
     now: str
 
 

@@ -40,7 +40,7 @@ from xds.model import (
 from xds.store.db import chunked
 from xds.store.group_commit import after_commit
 from xds.store.prepared import Prepared, one_of, pipeline
-from xds.store.stored_xml import utf8_size
+from xds.store.stored_xml import Packed, utf8_size
 from xds.store.tables import (
     AssociationRow,
     AuthorRow,
@@ -85,8 +85,9 @@ class ObjectRow:
 # -- writing ------------------------------------------------------------------------------
 
 
-def save_submission(session: Session, submission: Submission, xml: dict[str, str]) -> None:
-    """Insert every object of `submission`, with `xml[obj.id]` as its stored ebRIM XML.
+def save_submission(session: Session, submission: Submission, xml: dict[str, str | Packed]) -> None:
+    """Insert every object of `submission`, with `xml[obj.id]` as its stored ebRIM XML (text,
+    or packed already: `stored_xml.pack`).
 
     Every object needs its entry in `xml`. New objects are Approved unless the model says
     otherwise. A SubmissionSet or Folder whose uniqueId is already registered makes the insert
@@ -397,7 +398,7 @@ _INSERTS = {table: Prepared(lambda dialect, t=table.__table__: insert(t).values(
                           AuthorRow, ReferenceIdRow)}
 
 
-def _document_row(id_: int, d: DocumentEntry, xml: str, submission_set: str | None) -> dict[str, Any]:
+def _document_row(id_: int, d: DocumentEntry, xml: str | Packed, submission_set: str | None) -> dict[str, Any]:
     return {
         "id": id_,
         "entry_uuid": d.id,
@@ -423,7 +424,7 @@ def _document_row(id_: int, d: DocumentEntry, xml: str, submission_set: str | No
     }
 
 
-def _submission_set_row(id_: int, ss: SubmissionSet, xml: str) -> dict[str, Any]:
+def _submission_set_row(id_: int, ss: SubmissionSet, xml: str | Packed) -> dict[str, Any]:
     return {
         "id": id_,
         "entry_uuid": ss.id,
@@ -438,7 +439,7 @@ def _submission_set_row(id_: int, ss: SubmissionSet, xml: str) -> dict[str, Any]
     }
 
 
-def _folder_row(id_: int, f: Folder, xml: str) -> dict[str, Any]:
+def _folder_row(id_: int, f: Folder, xml: str | Packed) -> dict[str, Any]:
     return {
         "id": id_,
         "entry_uuid": f.id,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import zstandard
 from sqlalchemy import LargeBinary
@@ -51,17 +52,36 @@ def _coders() -> tuple[zstandard.ZstdCompressor, dict[int, zstandard.ZstdDecompr
     return coders
 
 
-def utf8_size(text: str | None) -> int:
+class Packed(NamedTuple):
+    """XML compressed before the transaction that stores it (`pack`): the register path packs
+    outside SQLite's write lock what the column type would otherwise compress inside it."""
+
+    data: bytes  # as stored: the version byte and the frame
+    size: int  # the text's bytes in UTF-8
+
+
+def utf8_size(text: str | Packed | None) -> int:
     """The bytes of `text` in UTF-8 (its length when ASCII, which CPython knows without a look):
     an object's `xml_size`, what LeafClass answer limits count."""
     if not text:
         return 0
+    if isinstance(text, Packed):
+        return text.size
     return len(text) if text.isascii() else len(text.encode())
 
 
 def compress(text: str) -> bytes:
     """`text` as it is stored: the version byte and the frame."""
     return bytes((CURRENT,)) + _coders()[0].compress(text.encode())
+
+
+def pack(text: str) -> Packed:
+    return Packed(compress(text), utf8_size(text))
+
+
+def stored(value: str | Packed) -> bytes:
+    """What a column of this type holds for `value`, text or packed already."""
+    return value.data if isinstance(value, Packed) else compress(value)
 
 
 def decompress(value: bytes) -> str:
@@ -82,8 +102,8 @@ class StoredXml(TypeDecorator):
     impl = LargeBinary
     cache_ok = True
 
-    def process_bind_param(self, value: str | None, dialect) -> bytes | None:
-        return None if value is None else compress(value)
+    def process_bind_param(self, value: str | Packed | None, dialect) -> bytes | None:
+        return None if value is None else stored(value)
 
     def process_result_value(self, value: bytes | None, dialect) -> str | None:
         return None if value is None else decompress(bytes(value))
