@@ -129,12 +129,13 @@ def register(registry: DocumentRegistry, *objects: str, ss_uid: str | None = Non
     assert problems == [], problems
     with registry.sessions() as session:
         uuids = {}
-        documents = store.find_documents_by_unique_id(session, [u for k, u in unique_ids.items() if k != "ss"])
+        listed = list(unique_ids.values())
+        documents, registered = store.registered_unique_ids(session, [u for k, u in unique_ids.items() if k != "ss"],
+                                                            listed, listed)
         for symbolic, unique_id in unique_ids.items():
             if unique_id in documents:
                 uuids[symbolic] = documents[unique_id][-1].entry_uuid
-        for kind in ("SubmissionSet", "Folder"):
-            found = store.existing_unique_ids(session, kind, list(unique_ids.values()))
+        for found in registered.values():
             for symbolic, unique_id in unique_ids.items():
                 if unique_id in found:
                     uuids[symbolic] = found[unique_id]

@@ -51,7 +51,7 @@ def count(session_factory, table) -> int:
 
 def document_by_uid(session_factory, unique_id: str):
     with session_factory() as session:
-        return store.find_documents_by_unique_id(session, [unique_id])[unique_id][0]
+        return store.registered_unique_ids(session, [unique_id])[0][unique_id][0]
 
 
 def test_accepts_a_submission_and_assigns_uuids(registry, session_factory):
@@ -88,7 +88,7 @@ def test_resubmitting_the_same_document_is_accepted(registry, session_factory):
     again, _ = s.submission(doc_uid=uids["document"], hash=s.HASH.upper())
     assert register(registry, again) == []  # hash comparison is case-insensitive
     with session_factory() as session:
-        assert len(store.find_documents_by_unique_id(session, [uids["document"]])[uids["document"]]) == 2
+        assert len(store.registered_unique_ids(session, [uids["document"]])[0][uids["document"]]) == 2
 
 
 def test_resubmission_with_another_hash_fails(registry, session_factory):

@@ -287,9 +287,8 @@ def test_save_submission_and_find_it_again(engine, session_factory):
             doc.id,
         )
 
-        assert registry.find_documents_by_unique_id(session, [doc.unique_id, "1.2.9"]) == {
-            doc.unique_id: [d]
-        }
+        assert registry.registered_unique_ids(session, [doc.unique_id, "1.2.9"], ["1.2.9"], ["1.2.9"]) == (
+            {doc.unique_id: [d]}, {"SubmissionSet": {}, "Folder": {}})
         assert registry.existing_unique_ids(session, "SubmissionSet", [ss.unique_id, "1.2"]) == {
             ss.unique_id: ss.id
         }
@@ -341,7 +340,7 @@ def test_resubmitted_document_has_two_entries(engine, session_factory):
     save(engine, first)
     save(engine, again)
     with session_factory() as session:
-        found = registry.find_documents_by_unique_id(session, [first.documents[0].unique_id])
+        found = registry.registered_unique_ids(session, [first.documents[0].unique_id])[0]
     rows = found[first.documents[0].unique_id]
     assert {r.entry_uuid for r in rows} == {first.documents[0].id, again.documents[0].id}
 

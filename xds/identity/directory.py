@@ -33,7 +33,7 @@ from xds.model.patient import PatientId
 from xds.model.person import Identifier
 from xds.store import patients
 from xds.store.db import chunked
-from xds.store.prepared import Prepared, one_of
+from xds.store.prepared import Prepared, one_of, pipeline
 from xds.store.tables import IdentityPatientRow
 
 
@@ -71,15 +71,17 @@ _RETIRED = Prepared(lambda dialect: select(_survivor.c.extension).where(
 class IdentityDirectory:
     def resolve(self, session: Session, ids: Iterable[str]) -> dict[str, str | None]:
         ids = list(dict.fromkeys(ids))
-        known = patients.known(session, ids)
-        retired = set()
         by_root: dict[str, dict[str, str]] = {}  # root -> extension -> the id
-        for cx in known:
+        for cx in ids:
             if (identifier := parse_cx(cx)) is not None:
                 by_root.setdefault(identifier.root, {})[identifier.extension] = cx
-        for root, extensions in by_root.items():
-            retired.update(extensions[e] for e in _RETIRED.scalars(session, {"root": root, "extensions": list(extensions)}))
-        return {cx: cx if cx in known and cx not in retired else None for cx in ids}
+        with pipeline(session):  # one round trip on PostgreSQL
+            known = patients.sent_known(session, ids)
+            sent = [(extensions, _RETIRED.send(session, {"root": root, "extensions": list(extensions)}))
+                    for root, extensions in by_root.items()]
+        retired = {extensions[e] for extensions, pending in sent for e in pending.scalars()}
+        known_ids = set(known.scalars()) if known is not None else set()
+        return {cx: cx if cx in known_ids and cx not in retired else None for cx in ids}
 
     def aliases(self, session: Session, patient_id: str) -> list[str]:
         identifier = parse_cx(patient_id)

@@ -288,8 +288,12 @@ class DocumentRegistry:
     def _check_unique_ids(self, session: Session, sub: Submission) -> list[XdsError]:
         problems = []
         docs = {d.unique_id: d for d in sub.documents if d.unique_id}
-        store.lock_document_unique_ids(session, docs)
-        for unique_id, rows in store.find_documents_by_unique_id(session, list(docs)).items():
+        wanted = {"SubmissionSet": {sub.submission_set.unique_id: sub.submission_set}
+                  if sub.submission_set and sub.submission_set.unique_id else {},
+                  "Folder": {f.unique_id: f for f in sub.folders if f.unique_id}}
+        documents, registered = store.registered_unique_ids(session, list(docs), list(wanted["SubmissionSet"]),
+                                                            list(wanted["Folder"]))
+        for unique_id, rows in documents.items():
             doc = docs[unique_id]
             for row in rows:
                 if doc.patient_id and row.patient_id != doc.patient_id:
@@ -310,11 +314,9 @@ class DocumentRegistry:
                 else:
                     continue
                 break
-        for kind, objects in (("SubmissionSet", [sub.submission_set] if sub.submission_set else []),
-                              ("Folder", sub.folders)):
-            wanted = {o.unique_id: o for o in objects if o.unique_id}
-            for unique_id, existing in store.existing_unique_ids(session, kind, list(wanted)).items():
-                o = wanted[unique_id]
+        for kind, existing_of in registered.items():
+            for unique_id, existing in existing_of.items():
+                o = wanted[kind][unique_id]
                 problems.append(error("unique-id.in-registry", o.id, what=kind, value=unique_id, existing=existing))
         return problems
 

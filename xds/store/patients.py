@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from xds.store.db import chunked
-from xds.store.prepared import Prepared, one_of
+from xds.store.prepared import Pending, Prepared, one_of
 from xds.store.tables import PatientRow
 
 _patient: Table = PatientRow.__table__  # type: ignore[assignment]
@@ -55,8 +55,15 @@ def list_all(session: Session) -> list[str]:
 
 def known(session: Session, ids: Iterable[str]) -> set[str]:
     """The ids among `ids` the registry knows."""
+    sent = sent_known(session, ids)
+    return set(sent.scalars()) if sent is not None else set()
+
+
+def sent_known(session: Session, ids: Iterable[str]) -> Pending | None:
+    """`known`, sent (`Prepared.send`: to be read with other statements in one round trip);
+    None when there is nothing to ask."""
     wanted = list(dict.fromkeys(ids))
-    return set(_KNOWN.scalars(session, {"ids": wanted})) if wanted else set()
+    return _KNOWN.send(session, {"ids": wanted}) if wanted else None
 
 
 _KNOWN = Prepared(lambda dialect: select(_patient.c.patient_id).where(one_of(_patient.c.patient_id, "ids", dialect)))

@@ -118,7 +118,8 @@ def _driver_errors(connection: Connection, sql: str) -> Iterator[Any]:
 def pipeline(session: Session) -> Iterator[None]:
     """On PostgreSQL, the statements run inside are sent without waiting for each one's answer
     (psycopg's pipeline mode): one round trip for all of them, where each costs one alone. Their
-    errors are raised at the latest when the block ends. Elsewhere, nothing changes."""
+    errors are raised at the latest when the block ends. Read what they return (`Prepared.send`)
+    after the block: a read inside it waits for its own round trip. Elsewhere, nothing changes."""
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         yield
@@ -159,10 +160,25 @@ class Prepared:
             finally:
                 cursor.close()
 
+    def send(self, session: Session, values: dict[str, Any] | None = None) -> Pending:
+        """Execute now, read the rows later (`Pending.all`): statements sent one after another
+        inside `pipeline(session)` share one round trip on PostgreSQL."""
+        compiled, connection = self._for(session)
+        with _driver_errors(connection, compiled.sql) as driver:
+            cursor = driver.cursor()
+            try:
+                cursor.execute(compiled.sql, compiled.parameters(values or {}))
+                # SQLite steps a SELECT as it is read: read it whole before the next statement.
+                rows = None if connection.dialect.name == "postgresql" else cursor.fetchall()
+            except BaseException:
+                cursor.close()
+                raise
+        if rows is not None:
+            cursor.close()
+        return Pending(compiled, connection, cursor, rows)
+
     def all(self, session: Session, values: dict[str, Any] | None = None) -> list[tuple]:
-        with self._cursor(session) as (compiled, cursor):
-            cursor.execute(compiled.sql, compiled.parameters(values or {}))
-            return [compiled.row(raw) for raw in cursor.fetchall()]
+        return self.send(session, values).all()
 
     def scalars(self, session: Session, values: dict[str, Any] | None = None) -> list[Any]:
         return [row[0] for row in self.all(session, values)]
@@ -177,3 +193,22 @@ class Prepared:
             else:
                 cursor.execute(compiled.sql, compiled.parameters(values or {}))
             return cursor.rowcount
+
+
+class Pending:
+    """A statement sent (`Prepared.send`), its rows not read yet."""
+
+    def __init__(self, compiled: _Compiled, connection: Connection, cursor: Any, rows: list | None):
+        self._compiled, self._connection, self._cursor, self._rows = compiled, connection, cursor, rows
+
+    def all(self) -> list[tuple]:
+        if self._rows is None:
+            with _driver_errors(self._connection, self._compiled.sql):
+                try:
+                    self._rows = self._cursor.fetchall()
+                finally:
+                    self._cursor.close()
+        return [self._compiled.row(raw) for raw in self._rows]
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self.all()]

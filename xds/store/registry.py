@@ -39,7 +39,7 @@ from xds.model import (
 )
 from xds.store.db import chunked
 from xds.store.group_commit import after_commit
-from xds.store.prepared import Prepared, one_of, pipeline
+from xds.store.prepared import Pending, Prepared, one_of, pipeline
 from xds.store.stored_xml import Packed, utf8_size
 from xds.store.tables import (
     AssociationRow,
@@ -290,10 +290,10 @@ def find_entries_by_uuid(session: Session, uuids: Iterable[str]) -> dict[str, Ob
     if not wanted:
         return {}
     values = {"uuids": wanted}
-    return {row.entry_uuid: row for row in [*_read(session, _DOCUMENTS_BY_UUID, values),
-                                             *_read(session, _SUBMISSION_SETS_BY_UUID, values),
-                                             *_read(session, _FOLDERS_BY_UUID, values),
-                                             *_read(session, _ASSOCIATIONS_BY_UUID, values)]}
+    with pipeline(session):  # the four tables in one round trip
+        sent = [(objects, objects[2].send(session, values))
+                for objects in (_DOCUMENTS_BY_UUID, _SUBMISSION_SETS_BY_UUID, _FOLDERS_BY_UUID, _ASSOCIATIONS_BY_UUID)]
+    return {row.entry_uuid: row for objects, pending in sent for row in _rows(objects, pending)}
 
 
 def hold_references(session: Session) -> None:
@@ -314,36 +314,42 @@ def hold_references(session: Session) -> None:
 _HOLD_REFERENCES = Prepared(lambda dialect: text("LOCK TABLE association IN ROW EXCLUSIVE MODE"))
 
 
-def lock_document_unique_ids(session: Session, unique_ids: Iterable[str]) -> None:
-    """Serialize concurrent submissions of the same document uniqueId until commit.
+def registered_unique_ids(session: Session, documents: Iterable[str], submission_sets: Iterable[str] = (),
+                          folders: Iterable[str] = ()) -> tuple[dict[str, list[ObjectRow]], dict[str, dict[str, str]]]:
+    """What is registered under a submission's uniqueIds, read in one round trip on PostgreSQL:
+    the DocumentEntries of each document uniqueId (several when a document was resubmitted or
+    has versions: the caller compares hash and size, XDSNonIdenticalHash / XDSNonIdenticalSize),
+    and for "SubmissionSet" and "Folder" uniqueId -> entryUUID of those registered already.
 
-    A document uniqueId may be registered twice (a resubmission with the same hash and size),
-    so no unique index can decide between two concurrent submissions with different hashes.
-    PostgreSQL: a transaction-scoped advisory lock per uniqueId (and schema: advisory locks are
-    the database's), taken in sorted order so two submissions never wait on each other crosswise. SQLite: the write transaction already
-    holds the database's only write lock.
+    Document uniqueIds are locked first, until commit, so concurrent submissions of one are
+    checked one after the other: a document uniqueId may be registered twice (a resubmission
+    with the same hash and size), so no unique index can decide between two with different
+    hashes. PostgreSQL: a transaction-scoped advisory lock per uniqueId (and schema: advisory
+    locks are the database's), taken in sorted order so two submissions never wait on each other
+    crosswise. SQLite: the write transaction already holds the database's only write lock.
+    SubmissionSet and Folder uniqueIds are unique in the database: this early read lets the
+    register step name every duplicate in its answer, and the unique indexes decide races.
     """
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    for unique_id in sorted(set(unique_ids)):
-        _LOCK_UNIQUE_ID.all(session, {"unique_id": unique_id})
+    wanted = {kind: list(dict.fromkeys(ids)) for kind, ids in
+              (("DocumentEntry", documents), ("SubmissionSet", submission_sets), ("Folder", folders))}
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    with pipeline(session):
+        locks = [_LOCK_UNIQUE_ID.send(session, {"unique_id": unique_id})
+                 for unique_id in sorted(wanted["DocumentEntry"]) if postgresql]
+        sent = {kind: statement.send(session, {"unique_ids": wanted[kind]})
+                for kind, statement in (("DocumentEntry", _DOCUMENTS_BY_UNIQUE_ID[2]), *_UNIQUE_IDS.items())
+                if wanted[kind]}
+    for lock in locks:
+        lock.all()
+    found: dict[str, list[ObjectRow]] = {}
+    if "DocumentEntry" in sent:
+        for row in _rows(_DOCUMENTS_BY_UNIQUE_ID, sent.pop("DocumentEntry")):
+            found.setdefault(row.unique_id or "", []).append(row)
+    return found, {kind: dict(pending.all()) for kind, pending in sent.items()}
 
 
 _LOCK_UNIQUE_ID = Prepared(lambda dialect: select(func.pg_advisory_xact_lock(
     func.hashtextextended(func.concat(func.current_schema(), "|", bindparam("unique_id", type_=String)), 0))))
-
-
-def find_documents_by_unique_id(
-    session: Session, unique_ids: Iterable[str]
-) -> dict[str, list[ObjectRow]]:
-    """DocumentEntries by uniqueId: several per id when a document was resubmitted or has
-    versions; the caller compares hash and size (XDSNonIdenticalHash / XDSNonIdenticalSize)."""
-    found: dict[str, list[ObjectRow]] = {}
-    wanted = list(dict.fromkeys(unique_ids))
-    if wanted:
-        for row in _read(session, _DOCUMENTS_BY_UNIQUE_ID, {"unique_ids": wanted}):
-            found.setdefault(row.unique_id or "", []).append(row)
-    return found
 
 
 def document_hashes(session: Session, unique_id: str) -> list[str | None]:
@@ -361,16 +367,11 @@ def documents_in_repository(session: Session, repository_unique_id: str) -> list
 def existing_unique_ids(
     session: Session, kind: Literal["SubmissionSet", "Folder"], unique_ids: Iterable[str]
 ) -> dict[str, str]:
-    """uniqueId -> entryUUID of the SubmissionSets or Folders already registered.
-
-    The early check that lets the register step name every duplicate in its answer; the
-    unique constraints still decide races between concurrent submissions.
-    """
-    statement = _UNIQUE_IDS.get(kind)
-    if statement is None:
+    """uniqueId -> entryUUID of the SubmissionSets or Folders already registered (see
+    `registered_unique_ids`)."""
+    if kind not in _UNIQUE_IDS:
         raise ValueError(f"uniqueIds are unique only for SubmissionSet and Folder, not {kind}")
-    wanted = list(dict.fromkeys(unique_ids))
-    return dict(statement.all(session, {"unique_ids": wanted})) if wanted else {}
+    return registered_unique_ids(session, (), **{"submission_sets" if kind == "SubmissionSet" else "folders": unique_ids})[1].get(kind, {})
 
 
 _UNIQUE_IDS = {kind: Prepared(lambda dialect, t=table: select(t.unique_id, t.entry_uuid)
@@ -522,6 +523,6 @@ _FOLDERS_BY_UUID = _objects("Folder", FolderRow, "entry_uuid", "uuids")
 _ASSOCIATIONS_BY_UUID = _objects("Association", AssociationRow, "entry_uuid", "uuids")
 
 
-def _read(session: Session, objects: tuple[Kind, tuple[str, ...], Prepared], values: dict) -> list[ObjectRow]:
-    kind, fields, statement = objects
-    return [ObjectRow(kind, **dict(zip(fields, row))) for row in statement.all(session, values)]
+def _rows(objects: tuple[Kind, tuple[str, ...], Prepared], pending: Pending) -> list[ObjectRow]:
+    kind, fields, _statement = objects
+    return [ObjectRow(kind, **dict(zip(fields, row))) for row in pending.all()]
