@@ -32,8 +32,9 @@ Theory of operation: one submission.
 2. The repository registers the metadata (ITI-42). On Failure: abort() removes the folders.
 3. On Success: commit() writes `committed` into each (fsynced: from now on recovery rolls
    forward), then renames each doc-<uuid> to root/ab/cd/<key> (one atomic rename per
-   document) and fsyncs the parent folders before the repository answers Success. A crash
-   between two renames leaves the rest to recovery, which finishes them. The marker is left out
+   document). The renames are not fsynced before the repository answers Success: a crash that
+   loses some leaves their staged folders, which recovery finishes, as it finishes those of a
+   crash between two renames. The marker is left out
    (`mark_commits=False`) when recovery can ask the registry itself, as with this server's own
    registry: its database then is the record of the decision, and a file and an fsync per
    submission are saved.
@@ -49,7 +50,8 @@ remote registry) leaves it for a later recovery. A folder without meta.json died
 staged, before any registration: rolled back. Spool files of dead requests are removed.
 
 Costs, per document: one folder made and renamed, two files written and fdatasynced, two
-folder fsyncs (the staged folder, .incoming); the parent folder's fsync at commit.
+folder fsyncs (the staged folder, .incoming). Recovery fsyncs the parent folders of what it
+rolls forward.
 
 Removal (`remove()`, ITI-86 Remove Documents). The decision is one atomic rename: the
 document's folder root/ab/cd/<key> becomes .incoming/removed-<uuid>, and both folders are
@@ -254,7 +256,10 @@ class FileBlobStore:
                 _write(item.path / COMMITTED, b"", self.fsync)
                 if self.fsync:
                     os.fsync(item.lock)
-        self._roll_forward([(item.path, item.key) for item in staged.documents])
+        # The renames need not reach the disk before the answer: a crash that loses one leaves
+        # the staged folder, which recovery finishes (its marker, or the registry, says it was
+        # committed) before the server serves again. A folder fsync per document saved.
+        self._roll_forward([(item.path, item.key) for item in staged.documents], durable=False)
         self._release(staged)
 
     def abort(self, staged: Staged) -> None:
@@ -269,7 +274,7 @@ class FileBlobStore:
                 os.close(item.lock)
                 item.lock = None
 
-    def _roll_forward(self, items: Sequence[tuple[Path, str]]) -> None:
+    def _roll_forward(self, items: Sequence[tuple[Path, str]], durable: bool = True) -> None:
         parents = set()
         for source, key in items:
             target = self.root / key[:2] / key[2:4] / key
@@ -285,7 +290,7 @@ class FileBlobStore:
                 log.info("document %s already stored (%s); keeping the stored copy", key, exc.strerror)
                 shutil.rmtree(source, ignore_errors=True)
             parents.add(target.parent)
-        if self.fsync:
+        if self.fsync and durable:
             for parent in parents:
                 fsync_directory(parent)
 
