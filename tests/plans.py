@@ -24,20 +24,20 @@ def statements(engine: Engine) -> Iterator[list[tuple[str, object]]]:
         if statement.lstrip().upper().startswith(("SELECT", "WITH", "(")):
             seen.append((statement, parameters))
 
-    run_prepared = Prepared.all
+    send_prepared = Prepared.send  # what Prepared.all runs too
 
     def prepared(self, session, values=None):
         compiled, connection = self._for(session)
         if connection.engine.pool is engine.pool:  # the engine, or a copy with other options (a reader's)
             seen.append((compiled.sql, compiled.parameters(values or {})))
-        return run_prepared(self, session, values)
+        return send_prepared(self, session, values)
 
     event.listen(engine, "before_cursor_execute", before)
-    Prepared.all = prepared  # type: ignore[method-assign]
+    Prepared.send = prepared  # type: ignore[method-assign]
     try:
         yield seen
     finally:
-        Prepared.all = run_prepared  # type: ignore[method-assign]
+        Prepared.send = send_prepared  # type: ignore[method-assign]
         event.remove(engine, "before_cursor_execute", before)
 
 

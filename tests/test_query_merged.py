@@ -10,10 +10,12 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, literal, select
 
 from tests import queries as q
 from tests import submissions as s
+from tests.plans import sqlite_plan
+from tests.plans import statements as all_statements
 from tests.queries import quote, quote_list, register
 from tests.test_identity_data import DOMAIN, japanese, pid
 from xds.config import Settings
@@ -22,8 +24,9 @@ from xds.identity import feed
 from xds.identity.directory import IdentityDirectory
 from xds.identity.policy import IdentityPolicy
 from xds.model.person import PatientRecord
-from xds.registry import service
+from xds.registry import find, service
 from xds.registry.register import DocumentRegistry
+from xds.registry.stored_query import MULTI_PATIENT_STORED_QUERY
 from xds.store import db
 
 POLICY = IdentityPolicy.from_settings(Settings(affinity_domain=DOMAIN),
@@ -212,10 +215,18 @@ def patient_index_plan(engine, statement: str, parameters) -> tuple[bool, str]:
             plan = "\n".join(row[-1] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
                                                                             parameters))
             return "ix_document_entry_patient (patient_id=? AND status=?" in plan, plan
-        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        plan = "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement, parameters))
-        condition = next((line for line in plan.splitlines() if "Index Cond" in line), "")
-        return "ix_document_entry_patient" in plan and re.search(r"patient_id\)?(::text)? = ANY", condition), plan
+        plan = postgres_plan(connection, statement, parameters)
+        lines = plan.splitlines()
+        # the condition of the document_entry index scan (the aliases' lookups have their own)
+        scan = next((i for i, line in enumerate(lines) if "ix_document_entry_patient" in line), None)
+        condition = next((line for line in lines[scan:] if "Index Cond" in line), "") if scan is not None else ""
+        return scan is not None and re.search(r"patient_id\)?(::text)? = ANY", condition), plan
+
+
+def postgres_plan(connection, statement: str, parameters) -> str:
+    """EXPLAIN of `statement`, sequential scans priced out (see patient_index_plan)."""
+    connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    return "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement, parameters))
 
 
 def test_the_merged_ids_keep_the_patient_index(engine, stored, charts, statements):
@@ -225,3 +236,97 @@ def test_the_merged_ids_keep_the_patient_index(engine, stored, charts, statement
     assert "patient_id IN" in statement or "patient_id = ANY" in statement
     uses, plan = patient_index_plan(engine, statement, parameters)
     assert uses, plan
+
+
+# --- one statement: the aliases are looked up within the query's own -------------------------------
+
+
+@pytest.mark.parametrize("patient", [SURVIVOR, SUBSUMED, OTHER, "NOBODY^^^&1.2.3&ISO", "garbage"])
+def test_a_query_for_one_patient_is_one_statement(engine, stored, charts, patient):
+    """The directory's aliases of the patient (merged ids, a retired id's none, an unknown or
+    unparsable id's itself) are a subquery of the query's statement, not a statement before it:
+    one round trip fewer per query on PostgreSQL."""
+    merge(engine, SURVIVOR, SUBSUMED)
+    expected = {SURVIVOR: {charts[SURVIVOR]["doc"], charts[SUBSUMED]["doc"]}, OTHER: {charts[OTHER]["doc"]}}
+    with all_statements(engine) as seen:
+        answer = find_documents(stored, patient, "LeafClass")
+    assert answer.status == "Success" and answer.kind("DocumentEntry") == expected.get(patient, set())
+    (statement, _), = seen
+    assert "FROM document_entry" in statement and "identity_patient" in statement
+
+
+def test_the_aliases_looked_up_in_sql_are_the_directorys(engine, charts):
+    """IdentityDirectory.aliases_in_sql finds what aliases() gives, id for id: merges, a chain,
+    retired ids, unknown and unparsable ids, the merged ids' text as Identifier.cx writes it."""
+    merge(engine, SURVIVOR, SUBSUMED)
+    merge(engine, LATER, SURVIVOR)
+    directory = IdentityDirectory()
+    ids = [SURVIVOR, SUBSUMED, OTHER, LATER, "NOBODY^^^&1.2.3&ISO", "garbage", "S1^^^&notanoid&ISO",
+           f" {LATER}", LATER.replace("&ISO", "&iso")]
+    with db.make_sessionmaker(engine)() as session:
+        for cx in ids:
+            aliases = directory.aliases_in_sql.select(literal(cx))
+            found = session.execute(select(aliases.subquery()), directory.aliases_in_sql.values(cx)).scalars().all()
+            assert sorted(found) == sorted(directory.aliases(session, cx)), cx
+        assert directory.aliases(session, LATER) == [LATER, SURVIVOR, SUBSUMED]  # the chain, flattened
+
+
+def test_the_answer_comes_in_the_order_of_the_listed_aliases(engine, registry, stored, charts):
+    """FindDocuments for a survivor answers in the order a query given its aliases as a list
+    does (a Multi-Patient Stored Query naming it: the directory's aliases_of, an IN list)."""
+    for patient, times in ((SUBSUMED, ("2021", "2019")), (SURVIVOR, ("2020", "2018")), (LATER, ("2017", "2022"))):
+        register(registry, *(s.document(f"d{i}", s.new_oid(), patient, creation_time=time)
+                             for i, time in enumerate(times)), patient=patient)
+    merge(engine, SURVIVOR, SUBSUMED)
+    merge(engine, LATER, SURVIVOR)
+    for return_type in ("ObjectRef", "LeafClass"):
+        listed = q.read(stored.query(q.request("urn:uuid:3d1bdb10-39a2-11de-89c2-2f44d94eaa9f",
+                                               ("$XDSDocumentEntryPatientId", quote_list([LATER])),
+                                               q.APPROVED_DOCUMENTS, return_type=return_type),
+                                     MULTI_PATIENT_STORED_QUERY))
+        assert listed.status == "Success" and len(listed.ids) == 8, listed.errors
+        assert find_documents(stored, LATER, return_type).ids == listed.ids
+
+
+def test_the_aliases_subquery_keeps_the_indexes(engine, stored, charts):
+    """The statement of FindDocuments for a survivor: the patient index searched for each alias,
+    and the aliases found by the identity_patient (root, extension) and merged_into indexes."""
+    merge(engine, SURVIVOR, SUBSUMED)
+    with all_statements(engine) as seen:
+        find_documents(stored, SURVIVOR, "LeafClass")
+    (statement, parameters), = seen
+    if engine.dialect.name == "sqlite":
+        plan = sqlite_plan(engine, statement, parameters)
+        assert any(step.startswith("SEARCH document_entry USING INDEX ix_document_entry_patient (patient_id=? "
+                                   "AND status=?") for step in plan), plan
+        assert sum(step.startswith("SEARCH survivor USING INDEX sqlite_autoindex_identity_patient_1 "
+                                   "(root=? AND extension=?)") for step in plan) == 2, plan
+        assert any(step.startswith("SEARCH merged USING INDEX ix_identity_patient_merged_into (merged_into=?)")
+                   for step in plan), plan
+        assert not [step for step in plan if step.startswith("SCAN") and "CONSTANT ROW" not in step], plan
+        return
+    with engine.begin() as connection:
+        plan = postgres_plan(connection, statement, parameters)
+    assert "Index Scan using ix_document_entry_patient on document_entry" in plan, plan
+    assert plan.count("Index Scan using uq_identity_patient_root_extension") == 2, plan
+    assert "Index Scan using ix_identity_patient_merged_into on identity_patient merged" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+def test_the_statements_of_a_shape_serve_every_patient_and_only_their_directorys_queries(engine, registry, stored,
+                                                                                         charts):
+    """One statement per query shape, its SQL text the same for every patient (the id, its root
+    and extension are bound); a registry that knows no merges keeps statements of its own."""
+    merge(engine, SURVIVOR, SUBSUMED)
+    find._shapes.clear()
+    with all_statements(engine) as seen:
+        assert set(find_documents(stored, SURVIVOR).ids) == {charts[SURVIVOR]["doc"], charts[SUBSUMED]["doc"]}
+        kept = {shape: dict(statements) for shape, statements in find._shapes.items()}
+        assert find_documents(stored, OTHER).ids == [charts[OTHER]["doc"]]
+        assert find_documents(stored, SUBSUMED).ids == []
+        assert find_documents(stored, "garbage").ids == []
+    assert len(kept) == 1 and {shape: dict(statements) for shape, statements in find._shapes.items()} == kept
+    assert len(seen) == 4 and len({text for text, _ in seen}) == 1
+    plain = service.stored_query_for(DocumentRegistry(sessions=registry.sessions))  # its patient list
+    assert find_documents(plain, SURVIVOR).ids == [charts[SURVIVOR]["doc"]]
+    assert len(find._shapes) == 2

@@ -12,6 +12,8 @@ PIX Manager's cross-references and merges.
   every id retired into it (ITI-44 merges, chains flattened). A retired id has none: a query
   for a subsumed id "shall return no results" (ITI TF-2a 3.18.4.1.2.3.9.1); its documents are
   found under its survivor.
+* aliases_in_sql: aliases() of one id as a subquery, which a stored query for one patient
+  runs within its own statement (xds.registry.patients.AliasesInSql): no statement of its own.
 * aliases_of: aliases() of many ids at once, in a few statements per thousand ids (a
   Multi-Patient Stored Query may name tens of thousands of patients).
 * survivor: the id a retired id was merged into (None for an id not retired).
@@ -23,8 +25,9 @@ committed before is seen.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, CompoundSelect, String, bindparam, exists, select, union_all
 from sqlalchemy.orm import Session
 
 from xds.identity import store
@@ -61,6 +64,43 @@ _MERGED_INTO_MANY = (select(_survivor.c.extension, _merged.c.root, _merged.c.ext
                      .order_by(_merged.c.pk))
 
 
+# aliases() of one id written as SQL, for a stored query to find them in its own statement
+# instead of asking first (one round trip fewer on PostgreSQL; `_ALIASES` cost 0.3-0.5 ms of a
+# 2 ms FindDocuments there). The same answer as aliases(): the id itself unless its row is
+# retired, then the ids merged into a survivor that is not retired, written as Identifier.cx
+# writes them (extension^^^&root&ISO); each part found by the (root, extension) index, the
+# merged ids by merged_into's. An id parse_cx cannot read binds NULL root and extension, which
+# no row matches: the id is its own only alias, as aliases() says.
+#
+#   SELECT :patient_id WHERE NOT EXISTS (SELECT * FROM identity_patient AS survivor
+#       WHERE survivor.root = :alias_root AND survivor.extension = :alias_extension
+#         AND survivor.status = 'retired')
+#   UNION ALL
+#   SELECT merged.extension || '^^^&' || merged.root || '&ISO'
+#     FROM identity_patient AS survivor JOIN identity_patient AS merged ON merged.merged_into = survivor.pk
+#    WHERE survivor.root = :alias_root AND survivor.extension = :alias_extension
+#      AND survivor.status != 'retired'
+_ALIAS_ROOT, _ALIAS_EXTENSION = "alias_root", "alias_extension"
+
+
+class _AliasesInSql:
+    def select(self, patient_id: ColumnElement[str]) -> CompoundSelect:
+        named = (_survivor.c.root == bindparam(_ALIAS_ROOT, type_=String),
+                 _survivor.c.extension == bindparam(_ALIAS_EXTENSION, type_=String))
+        retired = exists().where(*named, _survivor.c.status == RETIRED)
+        cx = _merged.c.extension + "^^^&" + _merged.c.root + "&ISO"
+        return union_all(
+            select(patient_id.label("patient_id")).where(~retired),
+            select(cx.label("patient_id")).select_from(_survivor.join(_merged, _merged.c.merged_into == _survivor.c.pk))
+            .where(*named, _survivor.c.status != RETIRED))
+
+    def values(self, patient_id: str) -> dict[str, Any]:
+        identifier = parse_cx(patient_id)
+        if identifier is None:
+            return {_ALIAS_ROOT: None, _ALIAS_EXTENSION: None}
+        return {_ALIAS_ROOT: identifier.root, _ALIAS_EXTENSION: identifier.extension}
+
+
 # Which of a root's extensions are retired ids (merged into another): resolve() runs in every
 # registration, where an ORM load of the ids' rows cost more than the rest of the check.
 _RETIRED = Prepared(lambda dialect: select(_survivor.c.extension).where(
@@ -69,6 +109,8 @@ _RETIRED = Prepared(lambda dialect: select(_survivor.c.extension).where(
 
 
 class IdentityDirectory:
+    aliases_in_sql = _AliasesInSql()
+
     def resolve(self, session: Session, ids: Iterable[str]) -> dict[str, str | None]:
         ids = list(dict.fromkeys(ids))
         by_root: dict[str, dict[str, str]] = {}  # root -> extension -> the id

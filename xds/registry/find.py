@@ -47,9 +47,11 @@ One place per concept, shared by all queries:
   are escaped so that nothing else in a value acts as a wildcard.
 
 - `patient_is`: a query for a patient finds the objects of every id the patient directory
-  gives for it (the id and the ids merged into it, ITI TF-2a 3.18.4.1.2.3.9.1; `query` asks the
-  directory): `patient_id = ?` for one id, an IN list (`one_of`) for several. A Multi-Patient
-  Stored Query's patients and their merged ids are one such list, however long.
+  gives for it (the id and the ids merged into it, ITI TF-2a 3.18.4.1.2.3.9.1): `patient_id = ?`
+  for one id, an IN list (`one_of`) for several, as `query` asked the directory. A
+  Multi-Patient Stored Query's patients and their merged ids are one such list, however long.
+  A query for one patient whose directory writes its aliases as SQL (`Aliases`) finds them
+  in the same statement, `patient_id IN (the directory's subquery)`: no statement before it.
 
 - `visible_only` (access control, xds.consent): a query that names no patient (the Get queries,
   a multi-patient query naming none) is narrowed to the objects of the patients the caller may
@@ -106,6 +108,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from sqlalchemy.sql.visitors import iterate
 
 from xds.model import AssociationType
+from xds.registry.patients import AliasesInSql
 from xds.registry.stored_query import ObjectKind, StoredQuery
 from xds.store import prepared
 from xds.store.stored_xml import utf8_size
@@ -197,6 +200,15 @@ SUBJECT = "xds_subject"
 
 class Subject(str):
     """A parameter value that conditions write as the bind SUBJECT (`equals`)."""
+
+
+@dataclass(frozen=True)
+class Aliases:
+    """A patient parameter's value standing for the ids a patient directory gives for the one
+    id `patient_id`, found within the query's statement by `in_sql`'s subquery (`patient_is`)."""
+
+    patient_id: str
+    in_sql: AliasesInSql
 
 
 def equals(column: Any, value: str) -> ColumnElement[bool]:
@@ -313,13 +325,33 @@ def _glob(pattern: str) -> str:
     return "".join(out)
 
 
-def patient_is(column: Any, patient: str | Sequence[str], dialect: str) -> ColumnElement[bool]:
-    """The object's patient id is `patient`, or one of a list of them (see the docstring)."""
+def patient_is(column: Any, patient: str | Sequence[str] | Aliases, dialect: str) -> ColumnElement[bool]:
+    """The object's patient id is `patient`, or one of a list of them, or one of the aliases
+    of an id (see the docstring)."""
+    if isinstance(patient, Aliases):
+        return _alias_of(column, patient, dialect)
     if isinstance(patient, str):
         return equals(column, patient)
     if len(patient) == 1:
         return equals(column, patient[0])
     return one_of(column, patient, dialect)
+
+
+def _alias_of(column: Any, patient: Aliases, dialect: str) -> ColumnElement[bool]:
+    """`column` is one of the aliases of `patient.patient_id`, which the directory's subquery
+    finds in the statement, on the bind SUBJECT for the id (its other binds' values are
+    `in_sql.values(id)`: `load` gives them). The aliases are searched in the patient index as an
+    IN list is, one index search per alias in the order of their values, so that the answer
+    comes in the same order as when they were listed: on SQLite `IN (subquery)` (read into a
+    sorted list first); on PostgreSQL `= ANY(ARRAY(subquery))`, an array computed once before
+    the scan (an InitPlan) that the index scan sorts as it does a bound list (`one_of`), where
+    `IN (subquery)` would be a semi-join whose order is that of the planner's choice."""
+    subject = patient.patient_id
+    bound = bindparam(SUBJECT, str(subject), type_=String) if isinstance(subject, Subject) else literal(subject, String)
+    aliases = patient.in_sql.select(bound)
+    if dialect == "postgresql":
+        return column == any_(func.array(aliases.scalar_subquery(), type_=ARRAY(String)))
+    return column.in_(aliases)
 
 
 def _in(column: Any, values: Sequence[str] | None, dialect: str) -> list:
@@ -953,9 +985,17 @@ def _subject(query: StoredQuery, params: Params) -> tuple[str, str] | None:
         value = params.get(name) if name else None
         if isinstance(value, list) and len(value) == 1:
             value = value[0]
+        if isinstance(value, Aliases):
+            return name, value.patient_id
         if isinstance(value, str):
             return name, value
     return None
+
+
+def _aliases_in_sql(params: Params, subject: tuple[str, str] | None) -> AliasesInSql | None:
+    """The directory's SQL for the subject's aliases, when the subject stands for them."""
+    value = params[subject[0]] if subject else None
+    return value.in_sql if isinstance(value, Aliases) else None
 
 
 def _frozen(value: Any) -> Any:
@@ -965,7 +1005,7 @@ def _frozen(value: Any) -> Any:
 def _shape(query: StoredQuery, params: Params, subject: tuple[str, str] | None, dialect: str, leaf_class: bool,
            limits: tuple) -> tuple | None:
     name = subject[0] if subject else None
-    key = (query.name, dialect, leaf_class, limits, name,
+    key = (query.name, dialect, leaf_class, limits, name, _aliases_in_sql(params, subject),
            tuple(sorted((k, _frozen(v)) for k, v in params.items() if k != name)))
     try:
         hash(key)
@@ -978,15 +1018,22 @@ def _with_subject(params: Params, subject: tuple[str, str] | None) -> Params:
     if subject is None:
         return params
     name, value = subject
+    current = params[name]
+    if isinstance(current, Aliases):
+        return {**params, name: Aliases(Subject(value), current.in_sql)}
     return {**params, name: [Subject(value)] if isinstance(params[name], list) else Subject(value)}
 
 
-def _subject_only_in_its_bind(statements: Iterable[Select | None], subject: str | None) -> bool:
+def _subject_only_in_its_bind(statements: Iterable[Select | None], subject: str | None,
+                              binds: Iterable[str] = (SUBJECT,)) -> bool:
+    """Whether the subject's value shows up in no bound parameter but `binds` (those given
+    their values for each request)."""
     if subject is None:
         return True
+    own = set(binds)
     for statement in statements:
         for element in iterate(statement) if statement is not None else ():
-            if isinstance(element, BindParameter) and element.key != SUBJECT and subject in str(element.value):
+            if isinstance(element, BindParameter) and element.key not in own and subject in str(element.value):
                 return False
     return True
 
@@ -1021,6 +1068,9 @@ def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bo
     else:
         resolve = statements[RESOLVE]
     given = {SUBJECT: subject} if subject is not None else {}
+    in_sql = _aliases_in_sql(params, named)
+    if in_sql is not None:
+        given.update(in_sql.values(subject))
     if resolve is not None and not _resolve(session, resolve, given):
         return Found({kind: [] for kind in query.returns})  # no such package
     if statements is None:
@@ -1031,7 +1081,7 @@ def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bo
                           limited=limit is not None)
                       for kind in query.returns}
         statements[RESOLVE] = resolve
-        if shape is not None and _subject_only_in_its_bind(statements.values(), subject):
+        if shape is not None and _subject_only_in_its_bind(statements.values(), subject, given):
             _keep(shape, statements)
     found = Found()
     left = _Left(limit, max_bytes, limit, max_bytes)

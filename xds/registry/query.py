@@ -2,9 +2,10 @@
 Registry: AdhocQueryRequest in, AdhocQueryResponse out.
 
 Theory of operation: `query_params` reads the request (every error of it at once); the patient
-directory (xds.registry.patients) gives the ids a query for a patient answers with; `find`
-reads the objects, one SELECT per object kind, in a read-only transaction; then the rules about
-the answer as a whole (ITI TF-2 3.18.4.1.3):
+directory (xds.registry.patients) gives the ids a query for a patient answers with (for one
+patient, as a subquery of find's own statement when it can write them in SQL); `find` reads
+the objects, one SELECT per object kind, in a read-only transaction; then the rules about the
+answer as a whole (ITI TF-2 3.18.4.1.3):
 
 - XDSTooManyResults: a LeafClass answer holds at most `max_leaf_class_results` objects, and at
   most `max_leaf_class_bytes` bytes of stored XML; a query that matches more fails before the
@@ -194,7 +195,9 @@ class RegistryStoredQuery:
         """`params` with the patient parameter standing for every id the directory gives for
         the patient(s) it names (see the module's docstring) that `access` may see; None when
         that is no id at all (only retired ids, or patients it may not see, were named): the
-        answer is empty, whatever else the query asks."""
+        answer is empty, whatever else the query asks. One patient stands for its aliases as
+        the directory writes them in SQL (`find.Aliases`), when it can: find's statement looks
+        them up itself (and a retired id's query runs, to find nothing)."""
         name = query.patient_parameter
         if name is None or not params.get(name):
             return params
@@ -202,6 +205,8 @@ class RegistryStoredQuery:
         if isinstance(value, str):
             if access is not None and not access.visible(session, [value]):
                 return None
+            if self.patients.aliases_in_sql is not None:
+                return {**params, name: find.Aliases(value, self.patients.aliases_in_sql)}
             ids = self.patients.aliases(session, value)
         else:
             if access is not None:
