@@ -64,7 +64,6 @@ from xds.ebrim.query_response import (
     QueryAnswer,
     StoredObject,
     adhoc_query_response,
-    error_response,
 )
 from xds.ebrim.slots import SLOT, VALUE, VALUE_LIST
 from xds.errors import XdsError
