@@ -371,7 +371,8 @@ def existing_unique_ids(
     `registered_unique_ids`)."""
     if kind not in _UNIQUE_IDS:
         raise ValueError(f"uniqueIds are unique only for SubmissionSet and Folder, not {kind}")
-    return registered_unique_ids(session, (), **{"submission_sets" if kind == "SubmissionSet" else "folders": unique_ids})[1].get(kind, {})
+    wanted = {"submission_sets": unique_ids} if kind == "SubmissionSet" else {"folders": unique_ids}
+    return registered_unique_ids(session, (), **wanted)[1].get(kind, {})
 
 
 _UNIQUE_IDS = {kind: Prepared(lambda dialect, t=table: select(t.unique_id, t.entry_uuid)
