@@ -10,34 +10,46 @@ from collections.abc import Iterator
 
 from sqlalchemy import Engine, event
 
-from xds.store.prepared import Prepared
+from xds.store.prepared import Expanded, Prepared
 
 
 @contextlib.contextmanager
-def statements(engine: Engine) -> Iterator[list[tuple[str, object]]]:
-    """Collects the SELECT statements (with their parameters) run on `engine` meanwhile,
-    through SQLAlchemy or as `Prepared` statements (which run on the driver's cursor, unseen
-    by the engine's events)."""
+def statements(engine: Engine, containing: str = "") -> Iterator[list[tuple[str, object]]]:
+    """Collects the SELECT statements (with their parameters) run on `engine` meanwhile whose
+    text holds `containing`: through SQLAlchemy, or on the driver's cursor, unseen by the
+    engine's events (`Prepared` statements, and the statements stored queries keep per shape,
+    `Expanded`)."""
     seen: list[tuple[str, object]] = []
 
-    def before(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith(("SELECT", "WITH", "(")):
+    def note(statement: str, parameters: object) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH", "(")) and containing in statement:
             seen.append((statement, parameters))
 
-    send_prepared = Prepared.send  # what Prepared.all runs too
+    def before(conn, cursor, statement, parameters, context, executemany):
+        note(statement, parameters)
+
+    def ours(connection) -> bool:  # the engine, or a copy with other options (a reader's)
+        return connection.engine.pool is engine.pool
+
+    send_prepared, rows_expanded = Prepared.send, Expanded.rows  # what Prepared.all runs too
 
     def prepared(self, session, values=None):
         compiled, connection = self._for(session)
-        if connection.engine.pool is engine.pool:  # the engine, or a copy with other options (a reader's)
-            seen.append((compiled.sql, compiled.parameters(values or {})))
+        if ours(connection):
+            note(compiled.sql, compiled.parameters(values or {}))
         return send_prepared(self, session, values)
 
+    def expanded(self, session, values, batch=100):
+        if ours(session.connection()):
+            note(self.sql, self._parameters(values))
+        return rows_expanded(self, session, values, batch)
+
     event.listen(engine, "before_cursor_execute", before)
-    Prepared.send = prepared  # type: ignore[method-assign]
+    Prepared.send, Expanded.rows = prepared, expanded  # type: ignore[method-assign]
     try:
         yield seen
     finally:
-        Prepared.send = send_prepared  # type: ignore[method-assign]
+        Prepared.send, Expanded.rows = send_prepared, rows_expanded  # type: ignore[method-assign]
         event.remove(engine, "before_cursor_execute", before)
 
 

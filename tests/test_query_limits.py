@@ -6,17 +6,19 @@ as in objects - refused before its XML is read."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
-from sqlalchemy import Connection, event, func, select
+from sqlalchemy import func, select
 
+from tests import plans
 from tests import queries as q
 from tests import submissions as s
 from tests.queries import find_documents, quote_list, register
 from xds.config import Settings
 from xds.dispatch import Dispatcher
-from xds.registry import service
+from xds.registry import find, service
 from xds.registry.query import RegistryStoredQuery
 from xds.registry.find import INLINE_VALUES, TABLES
 from xds.registry.query_params import QueryLimits
@@ -36,15 +38,8 @@ def stored(registry):
 @pytest.fixture
 def statements(engine):
     """The SELECT statements run on `engine` (text, parameters) while the test runs."""
-    seen: list[tuple[str, object]] = []
-
-    def grab(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT"):
-            seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", grab)
-    yield seen
-    event.remove(engine, "before_cursor_execute", grab)
+    with plans.statements(engine) as seen:
+        yield seen
 
 
 def class_codes(n: int) -> str:
@@ -202,18 +197,14 @@ def test_postgresql_sends_no_xml_past_a_limit(registry, stored, engine, monkeypa
         pytest.skip("PostgreSQL's way; SQLite streams")
     register(registry, *[s.document(f"d{i}", s.new_oid()) for i in range(3)])
     received = []
-    execute = Connection.execute
+    rows_of = find._rows
 
-    class Spy:
-        def __init__(self, result):
-            self.result = result
+    @contextlib.contextmanager
+    def spy(*args, **kwargs):  # every row the database sent, as the stored query reads them
+        with rows_of(*args, **kwargs) as (keys, rows):
+            yield keys, (received.append(dict(zip(keys, row))) or row for row in rows)
 
-        def all(self):
-            rows = self.result.all()
-            received.extend(rows)
-            return rows
-
-    monkeypatch.setattr(Connection, "execute", lambda self, *args, **kw: Spy(execute(self, *args, **kw)))
+    monkeypatch.setattr(find, "_rows", spy)
     for limited, rows in ((RegistryStoredQuery(stored.sessions, max_leaf_class_results=2), 3),
                           (RegistryStoredQuery(stored.sessions, max_leaf_class_bytes=100), 3),
                           (RegistryStoredQuery(stored.sessions), 3)):
@@ -222,9 +213,9 @@ def test_postgresql_sends_no_xml_past_a_limit(registry, stored, engine, monkeypa
         assert len(received) == rows
         if answer.codes:
             assert answer.codes == ["XDSTooManyResults"]
-            assert all(row.xml is None for row in received)  # counted, sized, not sent
+            assert all(row["xml"] is None for row in received)  # counted, sized, not sent
         else:
-            assert all(row.xml.startswith("<") for row in received)
+            assert all(row["xml"].startswith("<") for row in received)
 
 
 def test_the_stored_size_is_counted_in_bytes_not_characters(registry, stored):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import event
 
+from tests import plans
 from tests import queries as q
 from tests import submissions as s
 from tests.queries import quote_list, register
@@ -46,15 +46,9 @@ PARAMETER_LIMIT = 32_766  # SQLite's; PostgreSQL's is higher
 
 @pytest.fixture
 def statements(engine):
-    """The statements run on `engine` while the test runs, with their parameters."""
-    seen: list[tuple[str, object]] = []
-
-    def grab(conn, cursor, statement, parameters, context, executemany):
-        seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", grab)
-    yield seen
-    event.remove(engine, "before_cursor_execute", grab)
+    """The SELECT statements run on `engine` (text, parameters) while the test runs."""
+    with plans.statements(engine) as seen:
+        yield seen
 
 
 def bound(parameters) -> int:

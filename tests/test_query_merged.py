@@ -10,8 +10,9 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import event, literal, select
+from sqlalchemy import literal, select
 
+from tests import plans
 from tests import queries as q
 from tests import submissions as s
 from tests.plans import sqlite_plan
@@ -194,15 +195,9 @@ def test_get_documents_of_two_persons_is_still_refused(engine, stored, charts):
 
 @pytest.fixture
 def statements(engine):
-    seen: list[tuple[str, object]] = []
-
-    def grab(conn, cursor, statement, parameters, context, executemany):
-        if "FROM document_entry" in statement:
-            seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", grab)
-    yield seen
-    event.remove(engine, "before_cursor_execute", grab)
+    """The SELECT statements FROM document_entry run on `engine` (text, parameters) while the test runs."""
+    with plans.statements(engine, "FROM document_entry") as seen:
+        yield seen
 
 
 def patient_index_plan(engine, statement: str, parameters) -> tuple[bool, str]:

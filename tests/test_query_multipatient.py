@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from sqlalchemy import event
 
+from tests import plans
 from tests import queries as q
 from tests import submissions as s
 from tests.data import CONFORMANCE, PARSER
@@ -231,15 +231,9 @@ def test_each_patients_merges_are_followed(engine):
 
 @pytest.fixture
 def statements(engine):
-    seen: list[tuple[str, object]] = []
-
-    def grab(conn, cursor, statement, parameters, context, executemany):
-        if "FROM document_entry" in statement:
-            seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", grab)
-    yield seen
-    event.remove(engine, "before_cursor_execute", grab)
+    """The SELECT statements FROM document_entry run on `engine` (text, parameters) while the test runs."""
+    with plans.statements(engine, "FROM document_entry") as seen:
+        yield seen
 
 
 def plan_of(engine, statement: str, parameters) -> str:

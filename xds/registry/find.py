@@ -75,10 +75,12 @@ its first code parameter instead (`_driving_codes`): the object_code index
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -928,7 +930,8 @@ def _statement(kind: ObjectKind, where: ColumnElement[bool], *, leaf_class: bool
     return statement.limit(_ROW_LIMIT) if limited else statement
 
 
-def _leaf_class_measured(session: Session, statement: Select, values: dict[str, Any], left: _Left) -> list[Row]:
+def _leaf_class_measured(session: Session, statement: Select, values: dict[str, Any], left: _Left,
+                         kept: bool) -> list[Row]:
     """PostgreSQL: psycopg receives a whole result before the first row is seen, so the
     statement itself holds the XML back when the limits are passed. Window functions count all
     the objects the condition finds and sum their stored sizes (octet_length reads a value's
@@ -937,24 +940,50 @@ def _leaf_class_measured(session: Session, statement: Select, values: dict[str, 
     one-entry GetDocuments), and a refusal sends at most limit + 1 rows, without XML."""
     values = {**values, "left_objects": _UNLIMITED if left.objects is None else left.objects,
               "left_bytes": _UNLIMITED if left.bytes is None else left.bytes}
-    result = session.connection().execute(statement, values).all()
+    with _rows(session, statement, values, kept) as (keys, rows):
+        result = [dict(zip(keys, row)) for row in rows]
     if not result:
         return []
-    left.take(result[0].found_count, int(result[0].found_size))
-    return [Row(**{key: value for key, value in row._asdict().items() if key not in ("found_count", "found_size")})
+    left.take(result[0]["found_count"], int(result[0]["found_size"]))
+    return [Row(**{key: value for key, value in row.items() if key not in ("found_count", "found_size")})
             for row in result]
 
 
-def _leaf_class_streamed(session: Session, statement: Select, values: dict[str, Any], left: _Left) -> list[Row]:
+def _leaf_class_streamed(session: Session, statement: Select, values: dict[str, Any], left: _Left,
+                         kept: bool) -> list[Row]:
     """SQLite: rows are handed over as the statement steps, so they are read in batches and
     counted as they come; a refusal stops reading at the first row past a limit (no second
     statement on the way of every small answer)."""
-    rows: list[Row] = []
-    with session.connection().execute(statement, values, execution_options={"yield_per": _BATCH}) as result:
-        for row in result:
-            rows.append(Row(**row._asdict()))
-            left.take(1, utf8_size(row.xml))
-    return rows
+    found: list[Row] = []
+    with _rows(session, statement, values, kept) as (keys, rows):
+        for row in rows:
+            found.append(Row(**dict(zip(keys, row))))
+            left.take(1, utf8_size(found[-1].xml))
+    return found
+
+
+#: The kept statements (below) as the driver runs them, made at their first run.
+_expanded: weakref.WeakKeyDictionary[Select, prepared.Expanded] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def _rows(session: Session, statement: Select, values: dict[str, Any],
+          kept: bool) -> Iterator[tuple[list[str], Iterator[tuple]]]:
+    """The column names and rows of `statement` run with `values`, read `_BATCH` at a time. A
+    kept statement runs on the driver's cursor (`prepared.Expanded`: its other values are its
+    shape's); one made for this request alone, through the connection's execute."""
+    if kept:
+        expanded = _expanded.get(statement)
+        if expanded is None:
+            expanded = _expanded[statement] = prepared.Expanded(statement, session.get_bind().dialect, values)
+        with expanded.rows(session, values, _BATCH) as rows:
+            yield expanded.keys, rows
+        return
+    connection = session.connection()
+    # (psycopg receives a whole result at once; a server-side cursor would need a transaction)
+    options = {"yield_per": _BATCH} if connection.dialect.name == "sqlite" else {}
+    with connection.execute(statement, values, execution_options=options) as result:
+        yield list(result.keys()), (tuple(row) for row in result)
 
 
 # --- statements per query shape -----------------------------------------------------------------
@@ -965,7 +994,9 @@ def _leaf_class_streamed(session: Session, statement: Select, values: dict[str, 
 # it built for a request's shape: the query, the database, the return type, the limits and every
 # parameter value but one, the subject (the patient of a Find query, the one id of a Get query),
 # which the conditions write as the named bind SUBJECT (`equals`). The next request of that shape
-# runs the same statement objects (their SQL and cache key already made) with its own subject.
+# runs the same statement objects (their SQL and cache key already made) with its own subject,
+# on the driver's cursor (`_rows`, `prepared.Expanded`: their SQL text and fixed parameters made
+# at the first run, where SQLAlchemy's execute made them again for every request).
 # A statement in which the subject's value shows up elsewhere than in that bind is not kept (a
 # condition that did not write it through `equals`); nor is one narrowed by access control
 # (`visible_only` depends on the caller).
@@ -1062,6 +1093,7 @@ def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bo
     shape = (_shape(query, params, named, dialect, leaf_class, (limit is None, max_bytes is None))
              if visible is None else None)
     statements = _shapes.get(shape) if shape is not None else None
+    kept = statements is not None
     if statements is None:
         conditions = selection(query, _with_subject(params, named), dialect)
         resolve = conditions.pop(RESOLVE, None)
@@ -1071,7 +1103,7 @@ def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bo
     in_sql = _aliases_in_sql(params, named)
     if in_sql is not None:
         given.update(in_sql.values(subject))
-    if resolve is not None and not _resolve(session, resolve, given):
+    if resolve is not None and not _resolve(session, resolve, given, kept):
         return Found({kind: [] for kind in query.returns})  # no such package
     if statements is None:
         if visible is not None:
@@ -1083,6 +1115,7 @@ def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bo
         statements[RESOLVE] = resolve
         if shape is not None and _subject_only_in_its_bind(statements.values(), subject, given):
             _keep(shape, statements)
+            kept = True
     found = Found()
     left = _Left(limit, max_bytes, limit, max_bytes)
     for kind in query.returns:
@@ -1091,19 +1124,21 @@ def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bo
         if statement is None:
             found.objects[kind] = []
         elif not leaf_class:
-            found.objects[kind] = [Row(**row._asdict()) for row in session.connection().execute(statement, values)]
+            with _rows(session, statement, values, kept) as (keys, rows):
+                found.objects[kind] = [Row(**dict(zip(keys, row))) for row in rows]
         else:
             if left.objects is not None:
                 values["row_limit"] = left.objects + 1
             read = _leaf_class_measured if dialect == "postgresql" else _leaf_class_streamed
-            found.objects[kind] = read(session, statement, values, left)
+            found.objects[kind] = read(session, statement, values, left, kept)
     return found
 
 
-def _resolve(session: Session, statement: Select, values: dict[str, Any]) -> bool:
+def _resolve(session: Session, statement: Select, values: dict[str, Any], kept: bool) -> bool:
     """Run a package query's RESOLVE statement: its package and members go into `values` (as
     PACKAGES and MEMBERS); False when there is no such package."""
-    rows = session.connection().execute(statement, values).all()
+    with _rows(session, statement, values, kept) as (_keys, found):
+        rows = list(found)
     values[PACKAGES] = sorted({package for package, _member in rows})
     values[MEMBERS] = sorted({member for _package, member in rows if member is not None})
     return bool(rows)

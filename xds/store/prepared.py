@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.selectable import Select
 from sqlalchemy.types import TypeEngine
 
 #: A bind's value when none was written into the statement: the caller must give it.
@@ -193,6 +194,60 @@ class Prepared:
             else:
                 cursor.execute(compiled.sql, compiled.parameters(values or {}))
             return cursor.rowcount
+
+
+class Expanded:
+    """A statement built elsewhere (xds.registry.find keeps one per request shape), run on the
+    driver's cursor as a `Prepared` one is. Its SQL text and parameters are made once, from its
+    first run's values: the binds named in them vary from run to run, every other value is fixed
+    as it was then, the lists of `IN (...)` expanded (`IN (?, ?)`) included. Through the
+    connection's execute, SQLAlchemy expanded those lists and made the execution context anew
+    at every run: 0.1-0.3 ms of client CPU per statement (a third of FindDocuments' CPU)."""
+
+    def __init__(self, statement: Select, dialect: Dialect, values: dict[str, Any]):
+        compiled = statement.compile(dialect=dialect)
+        state = compiled.construct_expanded_state(values)
+        hidden = [name for name in values if name in compiled.binds and name not in state.parameters]
+        if hidden:  # a name the driver's parameters spell otherwise: it would stay as first given
+            raise ValueError(f"binds {hidden} cannot vary in an Expanded statement")
+        self.sql = state.statement
+        self._order = state.positiontup  # a positional driver's (SQLite's ?), else None
+        processors = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                      for name, bind in compiled.binds.items()}
+        for name, expanded in (state.parameter_expansion or {}).items():  # IN (?, ?): each as its list
+            processors.update(dict.fromkeys(expanded, processors.get(name)))
+        processors = {name: processor for name, processor in processors.items() if processor is not None}
+        self._varying = [(name, processors.get(name)) for name in values if name in state.parameters]
+        varying = {name for name, _ in self._varying}
+        self._fixed = {name: processors[name](value) if name in processors else value
+                       for name, value in state.parameters.items() if name not in varying}
+        self.keys = list(statement.selected_columns.keys())
+        self._results = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                         for column in statement.selected_columns]
+
+    def _parameters(self, values: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        parameters = dict(self._fixed)
+        for name, processor in self._varying:
+            parameters[name] = processor(values[name]) if processor is not None else values[name]
+        return tuple(parameters[name] for name in self._order) if self._order is not None else parameters
+
+    @contextmanager
+    def rows(self, session: Session, values: dict[str, Any], batch: int = 100) -> Iterator[Iterator[tuple]]:
+        """The rows of a run, read `batch` at a time as they are iterated."""
+        connection = session.connection()
+        with _driver_errors(connection, self.sql) as driver:
+            cursor = driver.cursor()
+            try:
+                cursor.execute(self.sql, self._parameters(values))
+                yield self._converted(cursor, batch)
+            finally:
+                cursor.close()
+
+    def _converted(self, cursor: Any, batch: int) -> Iterator[tuple]:
+        while raws := cursor.fetchmany(batch):
+            for raw in raws:
+                yield tuple(value if convert is None or value is None else convert(value)
+                            for convert, value in zip(self._results, raw))
 
 
 class Pending:
