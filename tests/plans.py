@@ -14,15 +14,16 @@ from xds.store.prepared import Expanded, Prepared
 
 
 @contextlib.contextmanager
-def statements(engine: Engine, containing: str = "") -> Iterator[list[tuple[str, object]]]:
-    """Collects the SELECT statements (with their parameters) run on `engine` meanwhile whose
-    text holds `containing`: through SQLAlchemy, or on the driver's cursor, unseen by the
-    engine's events (`Prepared` statements, and the statements stored queries keep per shape,
-    `Expanded`)."""
+def statements(engine: Engine, containing: str = "", every: bool = False) -> Iterator[list[tuple[str, object]]]:
+    """Collects the SELECT statements (`every`: all statements) with their parameters run on
+    `engine` meanwhile whose text holds `containing`: through SQLAlchemy, or on the driver's
+    cursor, unseen by the engine's events (`Prepared` statements, and the statements stored
+    queries keep per shape, `Expanded`)."""
     seen: list[tuple[str, object]] = []
 
     def note(statement: str, parameters: object) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "WITH", "(")) and containing in statement:
+        selects = statement.lstrip().upper().startswith(("SELECT", "WITH", "("))
+        if (every or selects) and containing in statement:
             seen.append((statement, parameters))
 
     def before(conn, cursor, statement, parameters, context, executemany):

@@ -46,8 +46,8 @@ PARAMETER_LIMIT = 32_766  # SQLite's; PostgreSQL's is higher
 
 @pytest.fixture
 def statements(engine):
-    """The SELECT statements run on `engine` (text, parameters) while the test runs."""
-    with plans.statements(engine) as seen:
+    """The statements run on `engine` while the test runs, with their parameters."""
+    with plans.statements(engine, every=True) as seen:
         yield seen
 
 
