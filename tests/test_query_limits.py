@@ -19,6 +19,7 @@ from tests.queries import find_documents, quote_list, register
 from xds.config import Settings
 from xds.dispatch import Dispatcher
 from xds.registry import find, service
+from xds.store import prepared
 from xds.registry.query import RegistryStoredQuery
 from xds.registry.find import INLINE_VALUES, TABLES
 from xds.registry.query_params import QueryLimits
@@ -187,6 +188,45 @@ def test_the_bytes_limit_counts_every_kind_of_the_answer(registry, stored):
                  return_type="LeafClass").counts() == {"SubmissionSet": 1, "DocumentEntry": 1, "Association": 1}
     assert q.ask(RegistryStoredQuery(stored.sessions, max_leaf_class_bytes=total - 1), "GetAll", *get_all,
                  return_type="LeafClass").codes == ["XDSTooManyResults"]
+
+
+def test_postgresql_reads_the_kinds_together_and_no_more_xml_than_the_limit(registry, stored, engine, monkeypatch):
+    """GetAll's four statements go out together, each measured against a share of the limit;
+    the limit is judged on their total, a kind past its share is read again, and the XML the
+    database sent never holds more bytes than the limit, answered or refused."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's way; SQLite streams")
+    register(registry, s.document("a", s.new_oid()), s.document("b", s.new_oid()))
+    total = 0
+    with stored.sessions() as session:
+        for table in TABLES.values():
+            total += sum(len(xml.encode()) for xml in session.scalars(select(table.xml)))
+    get_all = ("$patientId", q.quote(s.PATIENT)), *[(name, quote_list([q.APPROVED])) for name in (
+        "$XDSDocumentEntryStatus", "$XDSSubmissionSetStatus", "$XDSFolderStatus")]
+    received = []
+    row = prepared.Expanded.row
+
+    def spy(self, raw):  # the XML of every row the database sent
+        converted = row(self, raw)
+        if "xml" in self.keys and converted[self.keys.index("xml")] is not None:
+            received.append(len(converted[self.keys.index("xml")].encode()))
+        return converted
+
+    monkeypatch.setattr(prepared.Expanded, "row", spy)
+    read_again = []
+    measured = find._leaf_class_measured
+    monkeypatch.setattr(find, "_leaf_class_measured", lambda *args: read_again.append(args[1]) or measured(*args))
+    for limit in (total, total - 1, total // 2, 1):
+        received.clear()
+        answer = q.ask(RegistryStoredQuery(stored.sessions, max_leaf_class_bytes=limit), "GetAll", *get_all,
+                       return_type="LeafClass")
+        if limit == total:
+            assert answer.counts() == {"SubmissionSet": 1, "DocumentEntry": 2, "Association": 2}
+            assert sum(received) == total
+            assert len(read_again) == 1  # the DocumentEntries: past their quarter of the limit
+        else:
+            assert answer.codes == ["XDSTooManyResults"]
+            assert sum(received) <= limit
 
 
 def test_postgresql_sends_no_xml_past_a_limit(registry, stored, engine, monkeypatch):

@@ -966,6 +966,57 @@ def _leaf_class_streamed(session: Session, statement: Select, values: dict[str, 
 _expanded: weakref.WeakKeyDictionary[Select, prepared.Expanded] = weakref.WeakKeyDictionary()
 
 
+def _expanded_for(session: Session, statement: Select, values: dict[str, Any]) -> prepared.Expanded:
+    expanded = _expanded.get(statement)
+    if expanded is None:
+        expanded = _expanded[statement] = prepared.Expanded(statement, session.get_bind().dialect, values)
+    return expanded
+
+
+def _measured_together(session: Session, statements: dict[ObjectKind, Select], given: dict[str, Any],
+                       leaf_class: bool, left: _Left) -> dict[ObjectKind, list[Row]]:
+    """PostgreSQL, the kept statements of a query of several kinds (GetSubmissionSetAndContents'
+    four): sent together, one round trip where each waited for its own. Each kind is measured
+    against an equal share of the answer's limits, so that the XML read before a refusal stays
+    within them; the limits are then judged on the kinds' totals, and a kind past its share (its
+    XML held back) is read again with what the others left - only in answers near the limits."""
+    shares = _Left(*(None if value is None else value // len(statements) for value in (left.objects, left.bytes)),
+                   left.limit, left.max_bytes)
+    values = {}
+    for kind in statements:
+        values[kind] = dict(given)
+        if leaf_class:
+            if shares.objects is not None:
+                values[kind]["row_limit"] = shares.objects + 1
+            values[kind]["left_objects"] = _UNLIMITED if shares.objects is None else shares.objects
+            values[kind]["left_bytes"] = _UNLIMITED if shares.bytes is None else shares.bytes
+    with prepared.pipeline(session):
+        sent = {kind: (expanded := _expanded_for(session, statement, values[kind]), expanded.send(session, values[kind]))
+                for kind, statement in statements.items()}
+    rows = {kind: [dict(zip(expanded.keys, row)) for row in pending.all()] for kind, (expanded, pending) in sent.items()}
+    if not leaf_class:
+        return {kind: [Row(**row) for row in found] for kind, found in rows.items()}
+    measured = {kind: (found[0]["found_count"], int(found[0]["found_size"])) if found else (0, 0)
+                for kind, found in rows.items()}
+    left.take(sum(count for count, _ in measured.values()), sum(size for _, size in measured.values()))
+    out = {}
+    for kind, found in rows.items():
+        count, size = measured[kind]
+        if (shares.objects is None or count <= shares.objects) and (shares.bytes is None or size <= shares.bytes):
+            out[kind] = [Row(**{key: value for key, value in row.items() if key not in ("found_count", "found_size")})
+                         for row in found]
+            continue
+        others = [measured[other] for other in measured if other != kind]
+        again = _Left(None if left.limit is None else left.limit - sum(c for c, _ in others),
+                      None if left.max_bytes is None else left.max_bytes - sum(b for _, b in others),
+                      left.limit, left.max_bytes)
+        value = dict(given)
+        if again.objects is not None:
+            value["row_limit"] = again.objects + 1
+        out[kind] = _leaf_class_measured(session, statements[kind], value, again, True)
+    return out
+
+
 @contextlib.contextmanager
 def _rows(session: Session, statement: Select, values: dict[str, Any],
           kept: bool) -> Iterator[tuple[list[str], Iterator[tuple]]]:
@@ -973,9 +1024,7 @@ def _rows(session: Session, statement: Select, values: dict[str, Any],
     kept statement runs on the driver's cursor (`prepared.Expanded`: its other values are its
     shape's); one made for this request alone, through the connection's execute."""
     if kept:
-        expanded = _expanded.get(statement)
-        if expanded is None:
-            expanded = _expanded[statement] = prepared.Expanded(statement, session.get_bind().dialect, values)
+        expanded = _expanded_for(session, statement, values)
         with expanded.rows(session, values, _BATCH) as rows:
             yield expanded.keys, rows
         return
@@ -1118,6 +1167,11 @@ def load(session: Session, query: StoredQuery, params: Params, *, leaf_class: bo
             kept = True
     found = Found()
     left = _Left(limit, max_bytes, limit, max_bytes)
+    present = {kind: statements[kind] for kind in query.returns if statements[kind] is not None}
+    if kept and dialect == "postgresql" and len(present) > 1:
+        together = _measured_together(session, present, given, leaf_class, left)
+        found.objects = {kind: together.get(kind, []) for kind in query.returns}
+        return found
     for kind in query.returns:
         statement = statements[kind]
         values = dict(given)

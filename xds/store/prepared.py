@@ -231,6 +231,22 @@ class Expanded:
             parameters[name] = processor(values[name]) if processor is not None else values[name]
         return tuple(parameters[name] for name in self._order) if self._order is not None else parameters
 
+    def send(self, session: Session, values: dict[str, Any]) -> Pending:
+        """Execute now, read the rows later (see `Prepared.send`); PostgreSQL only."""
+        connection = session.connection()
+        with _driver_errors(connection, self.sql) as driver:
+            cursor = driver.cursor()
+            try:
+                cursor.execute(self.sql, self._parameters(values))
+            except BaseException:
+                cursor.close()
+                raise
+        return Pending(self, connection, cursor, None)
+
+    def row(self, raw: Sequence[Any]) -> tuple:
+        return tuple(value if convert is None or value is None else convert(value)
+                     for convert, value in zip(self._results, raw))
+
     @contextmanager
     def rows(self, session: Session, values: dict[str, Any], batch: int = 100) -> Iterator[Iterator[tuple]]:
         """The rows of a run, read `batch` at a time as they are iterated."""
@@ -246,14 +262,13 @@ class Expanded:
     def _converted(self, cursor: Any, batch: int) -> Iterator[tuple]:
         while raws := cursor.fetchmany(batch):
             for raw in raws:
-                yield tuple(value if convert is None or value is None else convert(value)
-                            for convert, value in zip(self._results, raw))
+                yield self.row(raw)
 
 
 class Pending:
     """A statement sent (`Prepared.send`), its rows not read yet."""
 
-    def __init__(self, compiled: _Compiled, connection: Connection, cursor: Any, rows: list | None):
+    def __init__(self, compiled: _Compiled | Expanded, connection: Connection, cursor: Any, rows: list | None):
         self._compiled, self._connection, self._cursor, self._rows = compiled, connection, cursor, rows
 
     def all(self) -> list[tuple]:
