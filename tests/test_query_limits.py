@@ -175,18 +175,25 @@ def test_a_leaf_class_answer_is_bounded_in_bytes(registry, stored, statements):
     assert len(find_documents(smaller).ids) == 2
 
 
+#: GetAll's parameters for tests.submissions' patient, everything approved.
+GET_ALL = (("$patientId", q.quote(s.PATIENT)),
+           *[(name, quote_list([q.APPROVED])) for name in ("$XDSDocumentEntryStatus", "$XDSSubmissionSetStatus",
+                                                             "$XDSFolderStatus")])
+
+
+def all_stored_bytes(stored) -> int:
+    """The bytes of every object's stored XML, of every kind."""
+    with stored.sessions() as session:
+        return sum(len(xml.encode()) for table in TABLES.values() for xml in session.scalars(select(table.xml)))
+
+
 def test_the_bytes_limit_counts_every_kind_of_the_answer(registry, stored):
     """GetAll: SubmissionSet, DocumentEntries, Folders, Associations, all in one budget."""
     register(registry, s.document("a", s.new_oid()))
-    total = 0
-    with stored.sessions() as session:
-        for table in TABLES.values():
-            total += sum(len(xml.encode()) for xml in session.scalars(select(table.xml)))
-    get_all = ("$patientId", q.quote(s.PATIENT)), *[(name, quote_list([q.APPROVED])) for name in (
-        "$XDSDocumentEntryStatus", "$XDSSubmissionSetStatus", "$XDSFolderStatus")]
-    assert q.ask(RegistryStoredQuery(stored.sessions, max_leaf_class_bytes=total), "GetAll", *get_all,
+    total = all_stored_bytes(stored)
+    assert q.ask(RegistryStoredQuery(stored.sessions, max_leaf_class_bytes=total), "GetAll", *GET_ALL,
                  return_type="LeafClass").counts() == {"SubmissionSet": 1, "DocumentEntry": 1, "Association": 1}
-    assert q.ask(RegistryStoredQuery(stored.sessions, max_leaf_class_bytes=total - 1), "GetAll", *get_all,
+    assert q.ask(RegistryStoredQuery(stored.sessions, max_leaf_class_bytes=total - 1), "GetAll", *GET_ALL,
                  return_type="LeafClass").codes == ["XDSTooManyResults"]
 
 
@@ -197,12 +204,7 @@ def test_postgresql_reads_the_kinds_together_and_no_more_xml_than_the_limit(regi
     if engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL's way; SQLite streams")
     register(registry, s.document("a", s.new_oid()), s.document("b", s.new_oid()))
-    total = 0
-    with stored.sessions() as session:
-        for table in TABLES.values():
-            total += sum(len(xml.encode()) for xml in session.scalars(select(table.xml)))
-    get_all = ("$patientId", q.quote(s.PATIENT)), *[(name, quote_list([q.APPROVED])) for name in (
-        "$XDSDocumentEntryStatus", "$XDSSubmissionSetStatus", "$XDSFolderStatus")]
+    total = all_stored_bytes(stored)
     received = []
     row = prepared.Expanded.row
 
@@ -218,7 +220,7 @@ def test_postgresql_reads_the_kinds_together_and_no_more_xml_than_the_limit(regi
     monkeypatch.setattr(find, "_leaf_class_measured", lambda *args: read_again.append(args[1]) or measured(*args))
     for limit in (total, total - 1, total // 2, 1):
         received.clear()
-        answer = q.ask(RegistryStoredQuery(stored.sessions, max_leaf_class_bytes=limit), "GetAll", *get_all,
+        answer = q.ask(RegistryStoredQuery(stored.sessions, max_leaf_class_bytes=limit), "GetAll", *GET_ALL,
                        return_type="LeafClass")
         if limit == total:
             assert answer.counts() == {"SubmissionSet": 1, "DocumentEntry": 2, "Association": 2}
