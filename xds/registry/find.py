@@ -945,8 +945,12 @@ def _leaf_class_measured(session: Session, statement: Select, values: dict[str, 
     if not result:
         return []
     left.take(result[0]["found_count"], int(result[0]["found_size"]))
-    return [Row(**{key: value for key, value in row.items() if key not in ("found_count", "found_size")})
-            for row in result]
+    return [_unmeasured(row) for row in result]
+
+
+def _unmeasured(row: dict[str, Any]) -> Row:
+    """A measured statement's row (`_measured_columns`) without its measures."""
+    return Row(**{key: value for key, value in row.items() if key not in ("found_count", "found_size")})
 
 
 def _leaf_class_streamed(session: Session, statement: Select, values: dict[str, Any], left: _Left,
@@ -990,10 +994,12 @@ def _measured_together(session: Session, statements: dict[ObjectKind, Select], g
                 values[kind]["row_limit"] = shares.objects + 1
             values[kind]["left_objects"] = _UNLIMITED if shares.objects is None else shares.objects
             values[kind]["left_bytes"] = _UNLIMITED if shares.bytes is None else shares.bytes
+    sent = {}
     with prepared.pipeline(session):
-        sent = {kind: (expanded := _expanded_for(session, statement, values[kind]), expanded.send(session, values[kind]))
-                for kind, statement in statements.items()}
-    rows = {kind: [dict(zip(expanded.keys, row)) for row in pending.all()] for kind, (expanded, pending) in sent.items()}
+        for kind, statement in statements.items():
+            expanded = _expanded_for(session, statement, values[kind])
+            sent[kind] = (expanded.keys, expanded.send(session, values[kind]))
+    rows = {kind: [dict(zip(keys, row)) for row in pending.all()] for kind, (keys, pending) in sent.items()}
     if not leaf_class:
         return {kind: [Row(**row) for row in found] for kind, found in rows.items()}
     measured = {kind: (found[0]["found_count"], int(found[0]["found_size"])) if found else (0, 0)
@@ -1003,8 +1009,7 @@ def _measured_together(session: Session, statements: dict[ObjectKind, Select], g
     for kind, found in rows.items():
         count, size = measured[kind]
         if (shares.objects is None or count <= shares.objects) and (shares.bytes is None or size <= shares.bytes):
-            out[kind] = [Row(**{key: value for key, value in row.items() if key not in ("found_count", "found_size")})
-                         for row in found]
+            out[kind] = [_unmeasured(row) for row in found]
             continue
         others = [measured[other] for other in measured if other != kind]
         again = _Left(None if left.limit is None else left.limit - sum(c for c, _ in others),
