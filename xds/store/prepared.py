@@ -165,18 +165,7 @@ class Prepared:
         """Execute now, read the rows later (`Pending.all`): statements sent one after another
         inside `pipeline(session)` share one round trip on PostgreSQL."""
         compiled, connection = self._for(session)
-        with _driver_errors(connection, compiled.sql) as driver:
-            cursor = driver.cursor()
-            try:
-                cursor.execute(compiled.sql, compiled.parameters(values or {}))
-                # SQLite steps a SELECT as it is read: read it whole before the next statement.
-                rows = None if connection.dialect.name == "postgresql" else cursor.fetchall()
-            except BaseException:
-                cursor.close()
-                raise
-        if rows is not None:
-            cursor.close()
-        return Pending(compiled, connection, cursor, rows)
+        return _send(connection, compiled, compiled.parameters(values or {}))
 
     def all(self, session: Session, values: dict[str, Any] | None = None) -> list[tuple]:
         return self.send(session, values).all()
@@ -232,16 +221,8 @@ class Expanded:
         return tuple(parameters[name] for name in self._order) if self._order is not None else parameters
 
     def send(self, session: Session, values: dict[str, Any]) -> Pending:
-        """Execute now, read the rows later (see `Prepared.send`); PostgreSQL only."""
-        connection = session.connection()
-        with _driver_errors(connection, self.sql) as driver:
-            cursor = driver.cursor()
-            try:
-                cursor.execute(self.sql, self._parameters(values))
-            except BaseException:
-                cursor.close()
-                raise
-        return Pending(self, connection, cursor, None)
+        """Execute now, read the rows later (see `Prepared.send`)."""
+        return _send(session.connection(), self, self._parameters(values))
 
     def row(self, raw: Sequence[Any]) -> tuple:
         return tuple(value if convert is None or value is None else convert(value)
@@ -265,8 +246,23 @@ class Expanded:
                 yield self.row(raw)
 
 
+def _send(connection: Connection, statement: _Compiled | Expanded, parameters: Any) -> Pending:
+    with _driver_errors(connection, statement.sql) as driver:
+        cursor = driver.cursor()
+        try:
+            cursor.execute(statement.sql, parameters)
+            # SQLite steps a SELECT as it is read: read it whole before the next statement.
+            rows = None if connection.dialect.name == "postgresql" else cursor.fetchall()
+        except BaseException:
+            cursor.close()
+            raise
+    if rows is not None:
+        cursor.close()
+    return Pending(statement, connection, cursor, rows)
+
+
 class Pending:
-    """A statement sent (`Prepared.send`), its rows not read yet."""
+    """A statement sent (`Prepared.send`, `Expanded.send`), its rows not read yet."""
 
     def __init__(self, compiled: _Compiled | Expanded, connection: Connection, cursor: Any, rows: list | None):
         self._compiled, self._connection, self._cursor, self._rows = compiled, connection, cursor, rows
